@@ -1,0 +1,158 @@
+"""`mtadcs` command line: one command per DVC stage (what dvc.yaml calls), plus quickstart.
+
+dvc.yaml calls `python -m pipeline.cli <stage> --cell <cell>` rather than the console
+script: inside a queued `dvc exp run`, an editable install's console script would import
+the main workspace's code instead of the experiment's copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import typer
+
+from pipeline.errors import UserError
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="MTaDCS (ECCV 2024): learn image classifiers from noisily-labelled data. "
+         "Stages run one grid cell each; `dvc repro` runs them all.",
+)
+
+CELL = typer.Option(..., "--cell", "-c", help="Grid cell name from params.yaml `runs:`.")
+PARAMS = typer.Option(Path("params.yaml"), "--params", "-p", help="Params file (relative to --root).")
+ROOT = typer.Option(Path("."), "--root", help="Project root: outputs go under data/, metrics/, reports/.")
+
+
+def _context(root: Path, params: Path, cell: str):
+    from stages.common import context
+
+    return context(root, params, cell)
+
+
+@app.command()
+def noise(cell: str = CELL, params: Path = PARAMS, root: Path = ROOT) -> None:
+    """Generate the cell's noisy label file (data/labels/<cell>.parquet)."""
+    from stages import noise as stage
+
+    stage.run(_context(root, params, cell))
+
+
+@app.command()
+def warmup(cell: str = CELL, params: Path = PARAMS, root: Path = ROOT) -> None:
+    """Warm up on the initial confidence set (T_P epochs of Eq. 6)."""
+    from stages import training
+
+    training.run(_context(root, params, cell), "warmup")
+
+
+@app.command()
+def train(cell: str = CELL, params: Path = PARAMS, root: Path = ROOT) -> None:
+    """MTaDCS epochs: LOF selection, removal, contrastive training, label correction; Parquet traces."""
+    from stages import training
+
+    training.run(_context(root, params, cell), "train")
+
+
+@app.command()
+def finetune(cell: str = CELL, params: Path = PARAMS, root: Path = ROOT) -> None:
+    """Fine-tune on the final confidence set (weak augmentation, mixup CE)."""
+    from stages import training
+
+    training.run(_context(root, params, cell), "finetune")
+
+
+@app.command()
+def evaluate(cell: str = CELL, params: Path = PARAMS, root: Path = ROOT) -> None:
+    """Top-1, top-5 and kNN accuracy → metrics/<cell>.json."""
+    from stages import evaluate as stage
+
+    stage.run(_context(root, params, cell))
+
+
+@app.command()
+def report(params: Path = PARAMS, root: Path = ROOT) -> None:
+    """The paper's tables and figures beside our numbers → reports/."""
+    from stages import report as stage
+
+    stage.run(root.resolve(), params)
+
+
+@app.command("run-cell")
+def run_cell(cell: str = CELL, params: Path = PARAMS, root: Path = ROOT) -> None:
+    """Every stage of one cell in this process, without DVC (for debugging and notebooks)."""
+    from stages import evaluate as evaluate_stage
+    from stages import noise as noise_stage
+    from stages import training
+
+    ctx = _context(root, params, cell)
+    noise_stage.run(ctx)
+    for stage in ("warmup", "train", "finetune"):
+        training.run(ctx, stage)
+    evaluate_stage.run(ctx)
+
+
+@app.command("check-params")
+def check_params(params: Path = PARAMS, root: Path = ROOT) -> None:
+    """Validate a params file and list its cells."""
+    from pipeline.config import load_params
+
+    loaded = load_params(root / params)
+    typer.echo(f"{root / params}: valid, {len(loaded.runs)} cells: {', '.join(loaded.runs)}")
+
+
+@app.command("prepare-tracking")
+def prepare_tracking(root: Path = ROOT) -> None:
+    """Create (or migrate) the MLflow store once, before stages run in parallel."""
+    from pipeline import tracking
+
+    uri = tracking.default_tracking_uri(root.resolve())
+    tracking.prepare_store(uri)
+    typer.echo(f"MLflow store ready: {uri}")
+
+
+@app.command()
+def quickstart(
+    directory: Path = typer.Option(Path("quickstart"), "--dir", help="Workspace to create (git + DVC)."),
+    profile: str = typer.Option("quick", help="Profile from profiles/<name>.yaml used as params.yaml."),
+    force: bool = typer.Option(False, help="Reuse an existing workspace (dvc repro runs only what changed)."),
+) -> None:
+    """Run the whole pipeline (dvc repro) on the offline digits profile in a fresh workspace."""
+    from pipeline import workspace
+
+    workspace.quickstart(directory, profile=profile, force=force)
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+    for noisy in ("alembic", "mlflow", "urllib3", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main() -> None:
+    """Entry point: a UserError becomes one line on stderr and exit code 2, with no traceback."""
+    _configure_logging()
+    try:
+        app(standalone_mode=False)
+    except UserError as err:
+        typer.echo(f"mtadcs: error: {err}", err=True)
+        raise SystemExit(2) from None
+    except typer.Exit as exit_:
+        raise SystemExit(exit_.exit_code) from None
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("mtadcs: interrupted", err=True)
+        raise SystemExit(130) from None
+    except Exception as err:  # click usage errors arrive here in standalone_mode=False
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            raise SystemExit(err.exit_code) from None
+        raise
+
+
+if __name__ == "__main__":
+    main()

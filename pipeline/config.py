@@ -1,0 +1,273 @@
+"""params.yaml → typed, validated config objects: the one source of truth for every knob.
+
+The file has one section per concern (data, noise, model, method, optim, train, finetune,
+evaluate, runtime, tracking, report) holding the defaults, and `runs:`, a dict of named
+grid cells. A cell overrides any section partially (`runs.c10-sym20.noise.rate: 0.2`);
+`resolve_cell` merges the cell onto the defaults and validates the result.
+
+Every section forbids unknown keys and checks types and ranges, so a typo or an
+out-of-range value stops `load_params` with one line naming the key, the value and
+what is allowed — before any work starts. Every cell is resolved at load time for the
+same reason: a typo in the last cell must not surface hours into a `dvc repro`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline.errors import UserError
+
+SECTIONS = (
+    "data", "noise", "model", "method", "optim", "train",
+    "finetune", "evaluate", "runtime", "tracking", "report",
+)
+CELL_NAME = re.compile(r"^[A-Za-z0-9_-]+$")  # DVC param tracking breaks on dotted keys
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(Section):
+    dataset: Literal["cifar10", "cifar100", "digits", "npz", "folder", "webvision50"] = "digits"
+    root: str = "data/raw"  # where downloads and archives live
+    path: str | None = None  # npz file, folder/CSV, or WebVision root
+    ilsvrc_root: str | None = None  # ILSVRC12 val in class folders (webvision50 only)
+    download: bool = True
+    image_size: int | None = Field(None, gt=0)
+    num_classes: int | None = Field(None, ge=2)
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> DataConfig:
+        if self.dataset in ("npz", "folder") and not self.path:
+            raise ValueError(f"data.path is required for dataset '{self.dataset}'")
+        return self
+
+
+class NoiseConfig(Section):
+    kind: Literal["none", "sym", "asym", "file"] = "sym"
+    rate: float = Field(0.5, ge=0.0, le=1.0)
+    sym_convention: Literal["any", "other"] = "any"
+    asym_map: Literal["cifar10", "cifar100", "next"] | None = None  # None: from the dataset
+    file: str | None = None  # CIFAR-N .pt, or CSV/Parquet of index,label
+    file_key: str | None = None  # e.g. worse_label
+    seed: int = Field(0, ge=0)
+    init_per_class: int = Field(20, ge=1)
+
+    @model_validator(mode="after")
+    def _file_needed(self) -> NoiseConfig:
+        if self.kind == "file" and not self.file:
+            raise ValueError("noise.file is required when noise.kind is 'file'")
+        return self
+
+    @property
+    def real_noise(self) -> bool:
+        """Real noise (delivered labels or a label file): G starts as the whole set."""
+        return self.kind in ("none", "file")
+
+
+class ModelConfig(Section):
+    arch: Literal["preact_resnet18", "resnet18"] = "preact_resnet18"
+    width: int = Field(64, gt=0)
+    proj_dim: int = Field(128, gt=0)
+
+    @model_validator(mode="after")
+    def _torchvision_width(self) -> ModelConfig:
+        if self.arch == "resnet18" and self.width != 64:
+            raise ValueError(f"model.width must be 64 for arch resnet18 (torchvision's), got {self.width}")
+        return self
+
+
+class MethodConfig(Section):
+    # Table 3 ablation switches; all off = cross-entropy on every sample.
+    lof: bool = True
+    confidence_set: bool = True
+    removal: bool = True
+    contrastive: bool = True
+    mixup: bool = True
+    label_correction: bool = True
+    # Selection (Eq. 2-3)
+    lof_neighbors: int = Field(10, ge=1)
+    lof_threshold: float = Field(1.5, gt=0.0)
+    lof_space: Literal["feature", "projection"] = "feature"
+    lof_backend: Literal["auto", "sklearn", "torch"] = "auto"
+    # Local contrastive learning (Eq. 4)
+    moco_momentum: float = Field(0.999, ge=0.0, le=1.0)
+    queue_size: int = Field(10_000, ge=1)
+    temperature: float = Field(0.1, gt=0.0)
+    lambda_lcl: float = Field(1.0, ge=0.0)
+    # Mixup CE (Eq. 5)
+    mixup_alpha: float = Field(1.0, ge=0.0)
+    # Label correction (Eq. 7); alpha is rescaled to the schedule when reference epochs are set
+    lc_alpha: float = Field(0.01, gt=0.0, le=1.0)
+    lc_gamma: float = Field(0.8, gt=0.0, lt=1.0)
+    lc_alpha_reference_epochs: int | None = Field(None, ge=1)
+    # Training augmentation (RandAugment, two views)
+    randaugment_ops: int = Field(2, ge=0)
+    randaugment_magnitude: int = Field(9, ge=0, le=30)
+
+
+class OptimConfig(Section):
+    """The schedule shared by warm-up and the MTaDCS epochs (one lr schedule over both)."""
+
+    epochs: int = Field(250, ge=1)  # T_max, warm-up included
+    warmup_epochs: int = Field(10, ge=0)  # T_P
+    lr: float = Field(0.1, gt=0.0)
+    lr_milestones: list[int] = Field(default_factory=lambda: [125, 200])
+    lr_gamma: float = Field(0.1, gt=0.0, le=1.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    batch_size: int = Field(128, ge=1)
+
+    @model_validator(mode="after")
+    def _schedule(self) -> OptimConfig:
+        if self.warmup_epochs > self.epochs:
+            raise ValueError(f"optim.warmup_epochs ({self.warmup_epochs}) exceeds optim.epochs ({self.epochs})")
+        bad = [m for m in self.lr_milestones if not 0 < m <= self.epochs]
+        if bad:
+            raise ValueError(f"optim.lr_milestones {bad} must lie in 1..{self.epochs}")
+        return self
+
+
+class TrainConfig(Section):
+    feature_every: int = Field(10, ge=1)  # store float16 features every k epochs (and the last)
+
+
+class FinetuneConfig(Section):
+    epochs: int = Field(70, ge=0)
+    lr: float = Field(0.001, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    batch_size: int = Field(128, ge=1)
+    mixup_alpha: float = Field(1.0, ge=0.0)  # 0 turns mixup off
+
+
+class EvaluateConfig(Section):
+    knn_k: int = Field(200, ge=1)
+    knn_temperature: float = Field(0.1, gt=0.0)
+    knn_labels: Literal["auto", "clean", "current"] = "auto"  # auto: clean where known
+    batch_size: int = Field(512, ge=1)
+
+
+class RuntimeConfig(Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(0, ge=0)  # 0: leave torch's default
+    workers: int = Field(0, ge=0)  # DataLoader worker processes
+    amp: bool = True  # autocast on CUDA only
+    channels_last: bool = True
+    seed: int = Field(0, ge=0)
+    progress: Literal["auto", "bar", "log"] = "auto"
+
+
+class TrackingConfig(Section):
+    enabled: bool = True
+    experiment: str = "mtadcs-paper"
+    log_model: bool = True
+
+
+class ReportConfig(Section):
+    figure_cell: str | None = None  # the cell whose traces feed Figures 4 and 5; None: the first
+
+
+class CellConfig(Section):
+    """One grid cell with every section resolved (defaults merged with the cell's overrides)."""
+
+    name: str
+    data: DataConfig
+    noise: NoiseConfig
+    model: ModelConfig
+    method: MethodConfig
+    optim: OptimConfig
+    train: TrainConfig
+    finetune: FinetuneConfig
+    evaluate: EvaluateConfig
+    runtime: RuntimeConfig
+    tracking: TrackingConfig
+
+
+class Params(Section):
+    data: DataConfig = DataConfig()
+    noise: NoiseConfig = NoiseConfig()
+    model: ModelConfig = ModelConfig()
+    method: MethodConfig = MethodConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    report: ReportConfig = ReportConfig()
+    runs: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
+
+
+def _describe_error(err: ValidationError, prefix: str = "") -> str:
+    """The first validation error as 'key = value: what is allowed'."""
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in (prefix, *first["loc"]) if p != "")
+    if first["type"] == "extra_forbidden":
+        return f"{key}: unknown key (check the spelling against params.yaml's defaults)"
+    if first["type"] == "missing":
+        return f"{key}: required key is missing"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "value_error" or not first["loc"]:
+        return f"{prefix + ': ' if prefix else ''}{message}"
+    return f"{key} = {first['input']!r}: {message}"
+
+
+def resolve_cell(params: Params, name: str) -> CellConfig:
+    """Merge cell `name`'s overrides onto the section defaults and validate the result."""
+    if name not in params.runs:
+        raise UserError(f"unknown run cell '{name}': params.yaml runs has {', '.join(params.runs) or 'no cells'}")
+    overrides = params.runs[name]
+    unknown = set(overrides) - set(SECTIONS) - {"report"}
+    if unknown:
+        raise UserError(f"runs.{name}.{sorted(unknown)[0]}: unknown section (allowed: {', '.join(SECTIONS)})")
+    merged: dict[str, Any] = {"name": name}
+    for section in CellConfig.model_fields:
+        if section == "name":
+            continue
+        base = getattr(params, section).model_dump()
+        try:
+            merged[section] = type(getattr(params, section)).model_validate({**base, **overrides.get(section, {})})
+        except ValidationError as err:
+            raise UserError(f"{_describe_error(err, f'runs.{name}.{section}')}") from None
+        except TypeError:
+            raise UserError(f"runs.{name}.{section}: expected a mapping of keys") from None
+    return CellConfig(**merged)
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate an already-loaded params mapping; errors name `source`."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: expected a mapping of sections at the top level")
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(f"{source}: {_describe_error(err)}") from None
+    for name in params.runs:
+        if not CELL_NAME.match(name):
+            raise UserError(f"{source}: runs.{name}: cell names may hold letters, digits, '-' and '_' only (DVC breaks on dots)")
+        try:
+            resolve_cell(params, name)
+        except UserError as err:
+            raise UserError(f"{source}: {err}") from None
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params file, stopping with one line on the first problem."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found (run from the project root or pass --params)") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}:{where} is not valid YAML ({getattr(err, 'problem', err)})") from None
+    return parse_params(raw, str(path))

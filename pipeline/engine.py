@@ -1,0 +1,480 @@
+"""Epoch loops of MTaDCS: warm-up, the selection epochs (Algorithm 1), fine-tuning; checkpoints.
+
+One `Trainer` owns everything that must survive a restart: the model, its momentum key
+encoder and labelled queue, the optimizer, and the per-sample state (confidence mask G,
+current labels, soft labels). A checkpoint holds all of it and is written atomically
+after every epoch; loading it with `weights_only=True` and continuing gives the same
+masks and metrics as an uninterrupted run, because every source of randomness
+(shuffling, augmentation, mixup) is re-seeded from (seed, epoch) at each epoch start.
+
+Order inside one selection epoch t (Algorithm 1, with one feature extraction per epoch):
+train on G (Eq. 6) → extract f and ŷ with the model at the end of t → label correction
+(Eq. 7) → selection from Ḡ (Eq. 2) and removal from G (Eq. 3), giving the G that epoch
+t+1 trains on. The train phase opens with one extraction and selection on the warmed-up
+model (recorded as epoch T_P), so epoch T_P+1 already trains on the first selection,
+exactly as Algorithm 1 line 5 asks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from pipeline import augment, store
+from pipeline.config import CellConfig
+from pipeline.contrastive import (
+    LabelledQueue,
+    cap_queue_size,
+    local_supcon_loss,
+    make_key_encoder,
+    momentum_update,
+)
+from pipeline.correction import correct_labels, init_soft_labels, scaled_alpha
+from pipeline.data import Dataset, Split, SplitDataset
+from pipeline.errors import UserError
+from pipeline.evaluate import knn_accuracy, topk_accuracy
+from pipeline.losses import mixup, soft_cross_entropy
+from pipeline.models import build_model
+from pipeline.runtime import Progress, atomic_path, configure, show_bar
+from pipeline.selection import confidence_set_quality, update_confidence_set
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+EpochCallback = Callable[[dict], None]
+
+
+@dataclass
+class TrainingLabels:
+    """The labels a run starts from, as read from the noise stage's label file."""
+
+    given: np.ndarray  # int64 (N,), the noisy labels training sees
+    clean: np.ndarray | None  # int64 (N,), only for analysis metrics; None for real noise
+    init_G: np.ndarray  # bool (N,), the initial confidence set
+
+
+@dataclass
+class Extraction:
+    features: np.ndarray  # float32 (N, D), L2-normalised f
+    projections: np.ndarray  # float32 (N, P), z
+    logits: torch.Tensor  # float32 (N, K)
+
+    @property
+    def preds(self) -> np.ndarray:
+        return self.logits.argmax(1).numpy()
+
+
+def lr_at(epoch: int, base: float, milestones: list[int], gamma: float) -> float:
+    """Step schedule: lr after `epoch` finished epochs (0-based), MultiStepLR's rule."""
+    return base * gamma ** sum(epoch >= m for m in milestones)
+
+
+class Trainer:
+    """Model, key encoder, queue, optimizer and per-sample state of one run."""
+
+    def __init__(self, cell: CellConfig, data: Dataset, labels: TrainingLabels, *, lr: float,
+                 momentum: float, weight_decay: float, contrastive: bool):
+        self.cell, self.data = cell, data
+        self.device = configure(cell.runtime)
+        self.channels_last = cell.runtime.channels_last and self.device.type == "cuda"
+        self.amp = cell.runtime.amp and self.device.type == "cuda"
+        model = build_model(cell.model.arch, data.num_classes, width=cell.model.width, proj_dim=cell.model.proj_dim)
+        self.model = self._place(model)
+        self.key_model = self._place(make_key_encoder(self.model)) if contrastive else None
+        n = len(data.train)
+        self.queue = LabelledQueue(cap_queue_size(cell.method.queue_size, n), cell.model.proj_dim).to(self.device)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+        self.epoch = 0  # finished epochs of the current phase's global schedule
+        self.in_G = labels.init_G.copy()
+        self.labels = labels.given.copy()
+        self.soft = init_soft_labels(labels.given, data.num_classes)
+        self.history: list[dict] = []
+
+    def _place(self, model: torch.nn.Module) -> torch.nn.Module:
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp)
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def seed_epoch(self, epoch: int) -> torch.Generator:
+        """Re-seed all randomness from (seed, epoch) so a resumed run replays identically."""
+        seed = self.cell.runtime.seed * 1_000_003 + epoch
+        torch.manual_seed(seed)
+        return torch.Generator().manual_seed(seed)
+
+    def loader(self, split: Split, transform, positions: np.ndarray | None, batch_size: int,
+               shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
+        dataset = SplitDataset(split, transform, positions)
+        workers = self.cell.runtime.workers
+        return DataLoader(
+            dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers,
+            pin_memory=self.device.type == "cuda", persistent_workers=False,
+            drop_last=shuffle and len(dataset) > batch_size,  # no size-1 batch for BatchNorm
+        )
+
+    def train_epoch(self, positions: np.ndarray, transform, *, batch_size: int, mixup_alpha: float,
+                    contrastive: bool, generator: torch.Generator, progress: Progress) -> dict:
+        """One pass over `positions` with L = L_CE (mixup) + lambda * L_LCL (Eq. 5, 4, 6)."""
+        self.model.train()
+        labels = torch.as_tensor(self.labels)
+        loader = self.loader(self.data.train, transform, positions, batch_size, shuffle=True, generator=generator)
+        progress.start_batches(len(loader), "train")
+        sums = {"loss": 0.0, "loss_ce": 0.0, "loss_lcl": 0.0, "correct": 0.0, "seen": 0}
+        for views, pos in loader:
+            query_view, key_view = views if isinstance(views, list | tuple) else (views, None)
+            y = labels[pos].to(self.device)
+            loss_ce, loss_lcl, correct = self._step(self._input(query_view), key_view, y, mixup_alpha, contrastive)
+            n = len(pos)
+            sums["loss"] += (loss_ce + loss_lcl) * n
+            sums["loss_ce"] += loss_ce * n
+            sums["loss_lcl"] += loss_lcl * n
+            sums["correct"] += correct
+            sums["seen"] += n
+            progress.batch_done()
+        seen = max(sums.pop("seen"), 1)
+        return {k: v / seen for k, v in sums.items() if k != "correct"} | {
+            "train_acc": 100.0 * sums["correct"] / seen, "train_samples": int(seen)}
+
+    def _step(self, x: torch.Tensor, key_view, y: torch.Tensor, mixup_alpha: float,
+              contrastive: bool) -> tuple[float, float, float]:
+        k = self.data.num_classes
+        onehot = F.one_hot(y, k).float()
+        x_in, targets, lam, perm = x, onehot, 1.0, None
+        if mixup_alpha > 0:
+            x_in, targets, lam, perm = mixup(x, onehot, mixup_alpha)
+        with self._autocast():
+            out = self.model(x_in)
+            loss_ce = soft_cross_entropy(out.logits.float(), targets)
+            loss_lcl = torch.zeros((), device=self.device)
+            if contrastive:
+                loss_lcl = self._contrastive(out.projection.float(), key_view, y, lam, perm)
+        loss = loss_ce + self.cell.method.lambda_lcl * loss_lcl
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if contrastive:
+            momentum_update(self.key_model, self.model, self.cell.method.moco_momentum)
+        correct = (out.logits.argmax(1) == y).sum().item()  # against the dominant label (lam >= 0.5)
+        return loss_ce.item(), loss_lcl.item(), float(correct)
+
+    def _contrastive(self, query: torch.Tensor, key_view: torch.Tensor, y: torch.Tensor, lam: float,
+                     perm: torch.Tensor | None) -> torch.Tensor:
+        """Eq. 4 against the batch's keys and the queue; a mixed query counts its two labels by lam."""
+        with torch.no_grad():
+            keys = self.key_model(self._input(key_view)).projection.float()
+        queued_keys, queued_labels = self.queue.contents()
+        bank, bank_labels = torch.cat([keys, queued_keys]), torch.cat([y, queued_labels])
+        t = self.cell.method.temperature
+        loss = lam * local_supcon_loss(query, y, bank, bank_labels, t)
+        if perm is not None and lam < 1.0:
+            loss = loss + (1.0 - lam) * local_supcon_loss(query, y[perm], bank, bank_labels, t)
+        self.queue.enqueue(keys, y)
+        return loss
+
+    @torch.no_grad()
+    def extract(self, split: Split, batch_size: int, progress: Progress | None = None) -> Extraction:
+        """f, z and logits for every sample of `split`, eval mode, no augmentation."""
+        self.model.eval()
+        view = augment.eval_view(self.data.image_size, self.data.mean, self.data.std)
+        loader = self.loader(split, view, None, batch_size, shuffle=False)
+        if progress:
+            progress.start_batches(len(loader), "extract")
+        feats, projs, logits = [], [], []
+        for x, _ in loader:
+            with self._autocast():
+                out = self.model(self._input(x))
+            feats.append(out.feature.float().cpu())
+            projs.append(out.projection.float().cpu())
+            logits.append(out.logits.float().cpu())
+            if progress:
+                progress.batch_done()
+        return Extraction(torch.cat(feats).numpy(), torch.cat(projs).numpy(), torch.cat(logits))
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def save(self, path: Path, phase: str, fingerprint: str) -> None:
+        state = {
+            "phase": phase, "epoch": self.epoch, "fingerprint": fingerprint,
+            "model": self.model.state_dict(),
+            "key_model": self.key_model.state_dict() if self.key_model is not None else None,
+            "queue": self.queue.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "in_G": torch.as_tensor(self.in_G), "labels": torch.as_tensor(self.labels), "soft": self.soft,
+            "history": self.history,
+        }
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+
+    def load(self, path: Path, *, weights_only_model: bool = False) -> dict:
+        """Restore from `path`; with weights_only_model, take the model and per-sample state only
+        (a new phase starting from the previous phase's result)."""
+        state = load_checkpoint(path)
+        self.model.load_state_dict(state["model"])
+        self.in_G = state["in_G"].numpy().astype(bool)
+        self.labels = state["labels"].numpy().astype(np.int64)
+        self.soft = state["soft"]
+        if weights_only_model:
+            if self.key_model is not None:
+                self.key_model.load_state_dict(state["key_model"] or state["model"])
+            return state
+        if self.key_model is not None and state["key_model"] is not None:
+            self.key_model.load_state_dict(state["key_model"])
+        self.queue.load_state_dict(state["queue"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch = state["epoch"]
+        self.history = list(state["history"])
+        return state
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """torch.load with weights_only=True, turning a missing or corrupt file into one clear line."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: checkpoint not found (run the previous stage first, e.g. `dvc repro`)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, pickle of a foreign object, ...
+        raise UserError(f"{path}: unreadable checkpoint ({type(err).__name__}); delete it and rerun the stage") from None
+
+
+def _resume_point(trainer: Trainer, out_dir: Path, phase: str, fingerprint: str) -> bool:
+    """Continue from out_dir's checkpoint when it belongs to this phase and these inputs."""
+    path = out_dir / CHECKPOINT
+    if not path.exists():
+        return False
+    state = load_checkpoint(path)
+    if state.get("phase") != phase or state.get("fingerprint") != fingerprint:
+        log.info("%s: checkpoint in %s is from other inputs; starting afresh", phase, out_dir)
+        return False
+    trainer.load(path)
+    log.info("%s: resuming after epoch %d", phase, trainer.epoch)
+    return True
+
+
+def _quality(trainer: Trainer, clean: np.ndarray | None) -> dict:
+    if clean is None:
+        return {"G_size": int(trainer.in_G.sum())}
+    q = confidence_set_quality(trainer.in_G, trainer.labels, clean)
+    return {"G_size": int(q["size"]), "G_precision": 100.0 * q["precision"], "G_recall": 100.0 * q["recall"]}
+
+
+def _test_top1(trainer: Trainer, batch_size: int) -> float:
+    name, split = next(iter(trainer.data.tests.items()))
+    out = trainer.extract(split, batch_size)
+    return topk_accuracy(out.logits, torch.as_tensor(split.labels), ks=(1,))["top1"]
+
+
+def _finish_epoch(trainer: Trainer, record: dict, progress: Progress, on_epoch: EpochCallback | None) -> None:
+    trainer.history.append(record)
+    shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()
+                      if k in ("epoch", "loss", "train_acc", "test_top1", "G_size", "G_precision", "lr"))
+    progress.epoch_done(f"{record['phase']} {shown}")
+    if on_epoch is not None:
+        on_epoch(record)
+
+
+def _train_positions(trainer: Trainer) -> np.ndarray:
+    positions = np.flatnonzero(trainer.in_G)
+    if len(positions) == 0:
+        raise UserError("the confidence set is empty: raise noise.init_per_class or check the label file")
+    return positions
+
+
+# -- phases -------------------------------------------------------------------------------------
+
+def run_warmup(cell: CellConfig, data: Dataset, labels: TrainingLabels, out_dir: str | Path, *,
+               fingerprint: str = "", on_epoch: EpochCallback | None = None) -> Trainer:
+    """T_P epochs of Eq. 6 on the initial confidence set (Algorithm 1, lines 1-3)."""
+    out_dir = Path(out_dir)
+    m, o = cell.method, cell.optim
+    trainer = Trainer(cell, data, labels, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                      contrastive=m.contrastive)
+    if not m.lof and not m.confidence_set:
+        trainer.in_G[:] = True  # the CE / Mixup rows train on every sample from the start
+    _resume_point(trainer, out_dir, "warmup", fingerprint)
+    views = _train_transform(cell, data)
+    with Progress(show_bar(cell.runtime), f"{cell.name} warm-up", o.warmup_epochs, trainer.epoch) as progress:
+        while trainer.epoch < o.warmup_epochs:
+            record = _train_one(trainer, "warmup", views, progress, labels.clean)
+            trainer.save(out_dir / CHECKPOINT, "warmup", fingerprint)
+            _finish_epoch(trainer, record, progress, on_epoch)
+    trainer.save(out_dir / CHECKPOINT, "warmup", fingerprint)  # also for T_P = 0
+    return trainer
+
+
+def _train_transform(cell: CellConfig, data: Dataset):
+    m = cell.method
+    views = augment.train_views(data.image_size, data.mean, data.std,
+                                num_ops=m.randaugment_ops, magnitude=m.randaugment_magnitude)
+    if m.contrastive:
+        return views
+    return lambda image: views(image)[0]  # one view suffices without the key encoder
+
+
+def _train_one(trainer: Trainer, phase: str, transform, progress: Progress, clean: np.ndarray | None) -> dict:
+    cell = trainer.cell
+    o, m = cell.optim, cell.method
+    lr = lr_at(trainer.epoch, o.lr, o.lr_milestones, o.lr_gamma)
+    trainer.set_lr(lr)
+    generator = trainer.seed_epoch(trainer.epoch)
+    start = time.perf_counter()
+    stats = trainer.train_epoch(_train_positions(trainer), transform, batch_size=o.batch_size,
+                                mixup_alpha=m.mixup_alpha if m.mixup else 0.0, contrastive=m.contrastive,
+                                generator=generator, progress=progress)
+    trainer.epoch += 1
+    return {"phase": phase, "epoch": trainer.epoch, "lr": lr, **stats,
+            "time_train": time.perf_counter() - start, **_quality(trainer, clean)}
+
+
+def run_train(cell: CellConfig, data: Dataset, labels: TrainingLabels, warmup_checkpoint: str | Path,
+              out_dir: str | Path, *, fingerprint: str = "", on_epoch: EpochCallback | None = None) -> Trainer:
+    """Epochs T_P+1 … T_max of Algorithm 1, with per-epoch traces under out_dir/epochs."""
+    out_dir = Path(out_dir)
+    m, o = cell.method, cell.optim
+    trainer = Trainer(cell, data, labels, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                      contrastive=m.contrastive)
+    traces = out_dir / "epochs"
+    if not _resume_point(trainer, out_dir, "train", fingerprint):
+        trainer.load(Path(warmup_checkpoint))  # warm-up's optimizer and queue carry on
+        trainer.history = []
+        store.drop_epochs_after(traces, -1)
+        with Progress(False, "", 0) as quiet:
+            record = _select(trainer, labels, quiet, traces, correct=False)
+        trainer.save(out_dir / CHECKPOINT, "train", fingerprint)
+        _finish_epoch(trainer, record, quiet, on_epoch)
+    store.drop_epochs_after(traces, trainer.epoch)  # partial epochs of a killed run
+    views = _train_transform(cell, data)
+    total = o.epochs - o.warmup_epochs
+    with Progress(show_bar(cell.runtime), f"{cell.name} MTaDCS", total, trainer.epoch - o.warmup_epochs) as progress:
+        while trainer.epoch < o.epochs:
+            record = _train_one(trainer, "train", views, progress, labels.clean)
+            record |= _select(trainer, labels, progress, traces, correct=m.label_correction)
+            trainer.save(out_dir / CHECKPOINT, "train", fingerprint)
+            _finish_epoch(trainer, record, progress, on_epoch)
+    return trainer
+
+
+def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces: Path, *, correct: bool) -> dict:
+    """Extract → label correction (Eq. 7) → selection and removal (Eq. 2-3) → trace."""
+    cell, m = trainer.cell, trainer.cell.method
+    start = time.perf_counter()
+    ext = trainer.extract(trainer.data.train, cell.evaluate.batch_size, progress)
+    preds = ext.preds
+    time_extract = time.perf_counter() - start
+    flipped = np.zeros(len(preds), dtype=bool)
+    if correct:
+        alpha = m.lc_alpha
+        if m.lc_alpha_reference_epochs:
+            alpha = scaled_alpha(m.lc_alpha, cell.optim.epochs, m.lc_alpha_reference_epochs)
+        soft, new_labels, flips = correct_labels(trainer.soft, torch.as_tensor(trainer.labels), torch.as_tensor(preds),
+                                                 alpha=alpha, gamma=m.lc_gamma)
+        trainer.soft, trainer.labels, flipped = soft, new_labels.numpy(), flips.numpy()
+        trainer.in_G[flipped] = False  # a flipped label is no longer trusted
+    start = time.perf_counter()
+    space = ext.features if m.lof_space == "feature" else ext.projections
+    backend = m.lof_backend if m.lof_backend != "auto" else ("torch" if trainer.device.type == "cuda" else "sklearn")
+    result = update_confidence_set(
+        trainer.in_G, space, trainer.labels, preds, trainer.data.num_classes, lof=m.lof,
+        confidence_set=m.confidence_set, removal=m.removal, n_neighbors=m.lof_neighbors,
+        threshold=m.lof_threshold, backend=backend)
+    trainer.in_G = result.in_G
+    time_lof = time.perf_counter() - start
+    start = time.perf_counter()
+    _write_trace(trainer, labels, ext, result, flipped, traces)
+    time_store = time.perf_counter() - start
+    test_top1 = _test_top1(trainer, cell.evaluate.batch_size)
+    return {"phase": "train", "epoch": trainer.epoch, "selected": int(result.selected.sum()),
+            "removed": int(result.removed.sum()), "flipped": int(flipped.sum()), "test_top1": test_top1,
+            "time_extract": time_extract, "time_lof": time_lof, "time_store": time_store,
+            **_quality(trainer, labels.clean)}
+
+
+def class_centre_distance(features: np.ndarray, labels: np.ndarray, in_G: np.ndarray, num_classes: int) -> np.ndarray:
+    """Distance of each f to the (normalised) mean f of G's members sharing its label; NaN if none."""
+    dim = features.shape[1]
+    sums = np.zeros((num_classes, dim), dtype=np.float64)
+    np.add.at(sums, labels[in_G], features[in_G])
+    norms = np.linalg.norm(sums, axis=1, keepdims=True)
+    centres = np.divide(sums, norms, out=np.full_like(sums, np.nan), where=norms > 0)
+    return np.linalg.norm(features - centres[labels], axis=1).astype(np.float32)
+
+
+def _write_trace(trainer: Trainer, labels: TrainingLabels, ext: Extraction, result, flipped: np.ndarray,
+                 traces: Path) -> None:
+    cell, epoch = trainer.cell, trainer.epoch
+    last = epoch == cell.optim.epochs
+    keep_features = last or epoch == cell.optim.warmup_epochs or epoch % cell.train.feature_every == 0
+    columns = {
+        "index": trainer.data.train.index, "given_label": labels.given, "label": trainer.labels,
+        "pred": ext.preds, "in_G": trainer.in_G, "lof_score": result.lof_score,
+        "selected": result.selected, "removed": result.removed, "flipped": flipped,
+        "dist_to_class_centre": class_centre_distance(ext.features, trainer.labels, trainer.in_G,
+                                                      trainer.data.num_classes),
+    }
+    store.write_epoch(traces, epoch, columns, ext.features if keep_features else None)
+
+
+def run_finetune(cell: CellConfig, data: Dataset, labels: TrainingLabels, train_checkpoint: str | Path,
+                 out_dir: str | Path, *, fingerprint: str = "", on_epoch: EpochCallback | None = None) -> Trainer:
+    """Fine-tune on the final G with weak augmentation and mixup CE (the '+' rows of Table 2a)."""
+    out_dir = Path(out_dir)
+    f = cell.finetune
+    trainer = Trainer(cell, data, labels, lr=f.lr, momentum=f.momentum, weight_decay=f.weight_decay,
+                      contrastive=False)
+    if not _resume_point(trainer, out_dir, "finetune", fingerprint):
+        trainer.load(Path(train_checkpoint), weights_only_model=True)
+        trainer.epoch, trainer.history = 0, []
+    weak = augment.weak_view(data.image_size, data.mean, data.std)
+    with Progress(show_bar(cell.runtime), f"{cell.name} fine-tune", f.epochs, trainer.epoch) as progress:
+        while trainer.epoch < f.epochs:
+            generator = trainer.seed_epoch(10_000 + trainer.epoch)
+            start = time.perf_counter()
+            stats = trainer.train_epoch(_train_positions(trainer), weak, batch_size=f.batch_size,
+                                        mixup_alpha=f.mixup_alpha, contrastive=False,
+                                        generator=generator, progress=progress)
+            trainer.epoch += 1
+            record = {"phase": "finetune", "epoch": trainer.epoch, "lr": f.lr, **stats,
+                      "time_train": time.perf_counter() - start,
+                      "test_top1": _test_top1(trainer, cell.evaluate.batch_size)}
+            trainer.save(out_dir / CHECKPOINT, "finetune", fingerprint)
+            _finish_epoch(trainer, record, progress, on_epoch)
+    trainer.save(out_dir / CHECKPOINT, "finetune", fingerprint)  # also for 0 epochs
+    return trainer
+
+
+def evaluate_checkpoint(cell: CellConfig, data: Dataset, labels: TrainingLabels, checkpoint: str | Path) -> dict:
+    """Top-1/top-5 on every test set and weighted kNN on f (primary test set) of a checkpoint."""
+    trainer = Trainer(cell, data, labels, lr=0.0, momentum=0.0, weight_decay=0.0, contrastive=False)
+    trainer.load(Path(checkpoint), weights_only_model=True)
+    e = cell.evaluate
+    train = trainer.extract(data.train, e.batch_size)
+    use_clean = labels.clean is not None and e.knn_labels in ("auto", "clean")
+    if e.knn_labels == "clean" and labels.clean is None:
+        raise UserError("evaluate.knn_labels is 'clean' but this dataset has no clean labels; use 'auto' or 'current'")
+    vote_labels = labels.clean if use_clean else trainer.labels
+    metrics: dict = {"knn_labels": "clean" if use_clean else "current"}
+    for i, (name, split) in enumerate(data.tests.items()):
+        out = trainer.extract(split, e.batch_size)
+        targets = torch.as_tensor(split.labels)
+        for key, value in topk_accuracy(out.logits, targets, ks=(1, 5)).items():
+            metrics[f"{name}/{key}"] = value
+        if i == 0:
+            metrics[f"{name}/knn"] = knn_accuracy(
+                torch.as_tensor(train.features), torch.as_tensor(vote_labels), torch.as_tensor(out.features),
+                targets, data.num_classes, k=e.knn_k, temperature=e.knn_temperature)
+    return metrics

@@ -1,0 +1,33 @@
+"""Where each stage of a grid cell reads and writes, relative to the project root."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class CellPaths:
+    root: Path
+    cell: str
+
+    @property
+    def labels(self) -> Path:
+        return self.root / "data" / "labels" / f"{self.cell}.parquet"
+
+    def stage_dir(self, stage: str) -> Path:
+        """warmup / train / finetune outputs: checkpoint.pt, history.csv, (train) epochs/."""
+        return self.root / "data" / "runs" / self.cell / stage
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics" / f"{self.cell}.json"
+
+    @property
+    def plots(self) -> Path:
+        """Per-epoch history of every phase, one CSV per cell (a DVC plot)."""
+        return self.root / "plots" / f"{self.cell}.csv"
+
+
+def reports_dir(root: Path) -> Path:
+    return root / "reports"

@@ -1,0 +1,106 @@
+"""Cross-entropy with mixup on the confidence set G (paper Eq. 5).
+
+The training loss of Eq. 6 is composed by the engine, not here::
+
+    L = L_CE + lambda_lcl * L_LCL
+
+with L_CE = `classification_loss(logits_of_mixed_batch, labels, K, mixed_targets=t)`
+where `(x_mixed, t, lam) = mixup(x, one_hot(labels), mixup_alpha, generator)`, and L_LCL =
+`pipeline.contrastive.local_supcon_loss` on the (unmixed) two views. Both terms are
+batch means over samples of G only; `lambda_lcl` is 1 in the paper (Eq. 6 has no
+weight) and is kept as a parameter for the ablation of Table 3 (CL switched off).
+
+Mixup follows Sel-CL (the paper's schedule and defaults are Sel-CL's): one lambda per
+mini-batch, lambda ~ Beta(alpha, alpha), lambda := max(lambda, 1 - lambda) so that
+each mixed sample stays closest to its own image, partners drawn by a random
+permutation of the batch. mixup_alpha = 1 (uniform lambda) is METHOD.md's default.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _torch_rng_seed(generator: torch.Generator | None) -> int:
+    """A 63-bit seed drawn from `generator` (the global torch RNG when None)."""
+    device = generator.device if generator is not None else torch.device("cpu")
+    return int(torch.randint(0, 2**62, (1,), generator=generator, device=device).item())
+
+
+def sample_mixup_lambda(alpha: float, generator: torch.Generator | None = None) -> float:
+    """lambda ~ Beta(alpha, alpha), folded to max(lambda, 1 - lambda); 1.0 when alpha <= 0.
+
+    torch's Beta/Gamma samplers accept no `torch.Generator`, so lambda is drawn by numpy
+    from a seed that is itself drawn from the torch generator: one torch generator (or
+    `torch.manual_seed` when None) still controls all the randomness, and numpy's
+    global state is never touched.
+    """
+    if alpha <= 0:
+        return 1.0
+    lam = float(np.random.default_rng(_torch_rng_seed(generator)).beta(alpha, alpha))
+    return max(lam, 1.0 - lam)
+
+
+def mixup(
+    x: Tensor,
+    targets_onehot: Tensor,
+    alpha: float,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, float, Tensor | None]:
+    """Mix each sample with a random partner in the batch: (x_mixed, targets_mixed, lambda, perm).
+
+    `perm` (None when nothing is mixed) says which partner each row was mixed with, so a
+    caller can weigh a second, label-based loss by lambda and 1 - lambda as well.
+
+    `targets_onehot` (B, K) may be any probability vectors; the mixed targets are the same
+    convex combination, so they still sum to 1. With alpha <= 0 nothing is mixed and no
+    random number is drawn (the inputs are returned as they are, lambda = 1).
+
+    The permutation is drawn on the generator's device (CPU when None) and moved to x's,
+    so a seed gives the same pairs on CPU and GPU.
+    """
+    if x.shape[0] != targets_onehot.shape[0]:
+        raise ValueError(f"x and targets disagree on batch size: {x.shape[0]} vs {targets_onehot.shape[0]}")
+    if alpha <= 0:
+        return x, targets_onehot, 1.0, None
+    lam = sample_mixup_lambda(alpha, generator)
+    device = generator.device if generator is not None else torch.device("cpu")
+    perm = torch.randperm(x.shape[0], generator=generator, device=device).to(x.device)
+    mixed_x = lam * x + (1.0 - lam) * x[perm]
+    mixed_targets = lam * targets_onehot + (1.0 - lam) * targets_onehot[perm.to(targets_onehot.device)]
+    return mixed_x, mixed_targets, lam, perm
+
+
+def soft_cross_entropy(logits: Tensor, soft_targets: Tensor) -> Tensor:
+    """Batch mean of -sum_k p_k log softmax(logits)_k (cross-entropy against soft targets).
+
+    Computed in float32 so it stays accurate under autocast.
+    """
+    if logits.shape != soft_targets.shape:
+        raise ValueError(
+            f"logits and soft targets differ in shape: {tuple(logits.shape)} vs {tuple(soft_targets.shape)}"
+        )
+    log_p = F.log_softmax(logits.float(), dim=1)
+    return -(soft_targets.float() * log_p).sum(dim=1).mean()
+
+
+def classification_loss(
+    logits: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    *,
+    mixed_targets: Tensor | None = None,
+) -> Tensor:
+    """L_CE of Eq. 5: soft CE against `mixed_targets` when mixup ran, plain CE on `labels` otherwise.
+
+    `num_classes` is checked against the logits so a head built for the wrong dataset
+    fails here rather than silently training on a subset of the classes.
+    """
+    if logits.ndim != 2 or logits.shape[1] != num_classes:
+        raise ValueError(f"logits must have shape (B, {num_classes}), got {tuple(logits.shape)}")
+    if mixed_targets is not None:
+        return soft_cross_entropy(logits, mixed_targets)
+    return F.cross_entropy(logits.float(), labels)

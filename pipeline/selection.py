@@ -1,0 +1,311 @@
+"""The confidence set G of MTaDCS: LOF-based selection (Eq. 2) and removal (Eq. 3).
+
+G is one boolean mask over the training set S; its complement is the non-confidence
+set Ḡ. Each epoch (Algorithm 1, steps 5-8) the samples of Ḡ whose prediction agrees with
+their label are grouped by label, a Local Outlier Factor (LOF) is fitted on each group
+alone, and the inliers move into G (Eq. 2). Then the members of G whose prediction no
+longer agrees with their label move back to Ḡ (Eq. 3).
+
+Two LOF backends give the same scores:
+
+- ``"sklearn"``: :class:`sklearn.neighbors.LocalOutlierFactor`, the reference definition.
+- ``"torch"``: a chunked re-implementation of the same definition on ``torch.cdist`` and
+  ``topk``, so that the features never leave the GPU when they are already there.
+
+The ablation switches of the paper's Table 3 (LOF, CS = confidence set, SR = sample
+removal) are arguments of :func:`update_confidence_set`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from sklearn.neighbors import LocalOutlierFactor
+
+logger = logging.getLogger(__name__)
+
+Backend = Literal["sklearn", "torch"]
+Features = np.ndarray | torch.Tensor
+
+# sklearn's LocalOutlierFactor adds this to the mean reachability distance so that a point
+# with more than n_neighbors exact duplicates gets a huge (not infinite) density.
+_LRD_EPS = 1e-10
+# Rows of the distance matrix held at once by the torch backend: 4096 x N floats.
+_CHUNK_ROWS = 4096
+
+
+# --------------------------------------------------------------------------- LOF scores
+
+
+def lof_scores(
+    features: Features,
+    *,
+    n_neighbors: int = 10,
+    backend: Backend = "sklearn",
+    chunk_rows: int = _CHUNK_ROWS,
+) -> np.ndarray:
+    """LOF score of every row of ``features`` against the other rows.
+
+    The score is sklearn's ``-negative_outlier_factor_``: positive, about 1 for an inlier,
+    larger the more isolated the point is relative to its neighbours. As in sklearn, the
+    neighbourhood size is capped at ``N - 1`` and a point is never its own neighbour.
+
+    Args:
+        features: (N, D) float array or tensor, rows are samples; N >= 2.
+        n_neighbors: m, the neighbourhood size (the paper uses 10).
+        backend: ``"sklearn"`` (reference) or ``"torch"`` (same definition, chunked,
+            runs on the tensor's device).
+        chunk_rows: torch backend only: distance-matrix rows computed at once, which
+            bounds memory to ``chunk_rows * N`` floats.
+
+    Returns:
+        float64 array (N,) of LOF scores.
+    """
+    n = _check_features(features)
+    if n < 2:
+        raise ValueError(f"LOF needs at least 2 samples, got {n}")
+    if n_neighbors < 1:
+        raise ValueError(f"n_neighbors must be >= 1, got {n_neighbors}")
+    if backend == "sklearn":
+        return _lof_sklearn(_to_numpy(features), n_neighbors)
+    if backend == "torch":
+        return _lof_torch(_to_tensor(features), n_neighbors, chunk_rows)
+    raise ValueError(f"unknown LOF backend {backend!r}; use 'sklearn' or 'torch'")
+
+
+def _lof_sklearn(x: np.ndarray, n_neighbors: int) -> np.ndarray:
+    # float64 so the reference is as exact as sklearn can make it, whatever came in.
+    lof = LocalOutlierFactor(n_neighbors=n_neighbors, metric="euclidean")
+    lof.fit(np.asarray(x, dtype=np.float64))
+    return -lof.negative_outlier_factor_
+
+
+def _lof_torch(x: torch.Tensor, n_neighbors: int, chunk_rows: int) -> np.ndarray:
+    """sklearn's LOF, step for step, on torch tensors (see ``_lof_sklearn``)."""
+    if not x.is_floating_point() or x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+    # LOF is translation invariant; centring first keeps the |a|^2 - 2ab + |b|^2 form of
+    # cdist from cancelling catastrophically on features far from the origin.
+    x = x - x.mean(dim=0, keepdim=True)
+    k = min(n_neighbors, x.shape[0] - 1)
+    dist, idx = _knn_excluding_self(x, k, chunk_rows)
+    k_dist = dist.max(dim=1).values  # distance to the k-th neighbour
+    reach = torch.maximum(dist, k_dist[idx])  # reach-dist_k(p, o) = max(k-dist(o), d(p, o))
+    lrd = 1.0 / (reach.mean(dim=1) + _LRD_EPS)
+    lof = (lrd[idx] / lrd[:, None]).mean(dim=1)
+    return lof.double().cpu().numpy()
+
+
+def _knn_excluding_self(x: torch.Tensor, k: int, chunk_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distances and indices of each row's k nearest other rows, a chunk of rows at a time.
+
+    The neighbours are ranked on ``torch.cdist`` (fast matrix-product form), then their
+    distances are recomputed directly from the differences, so that the values fed to LOF
+    carry no cancellation error (and exact duplicates are exactly 0 apart, as in sklearn).
+    """
+    n = x.shape[0]
+    dists, idxs = [], []
+    for start in range(0, n, chunk_rows):
+        block = x[start : start + chunk_rows]
+        d = torch.cdist(block, x)
+        rows = torch.arange(block.shape[0], device=x.device)
+        d[rows, rows + start] = float("inf")  # a point is not its own neighbour
+        nn_idx = d.topk(k, dim=1, largest=False).indices
+        exact = (block[:, None, :] - x[nn_idx]).norm(dim=2)
+        dists.append(exact)
+        idxs.append(nn_idx)
+    return torch.cat(dists), torch.cat(idxs)
+
+
+# ------------------------------------------------------------------------- selection
+
+
+@dataclass
+class SelectionResult:
+    """The outcome of one epoch's update of the confidence set.
+
+    Attributes:
+        selected: bool (N,), Q: the samples this epoch's selection step put in G. With the
+            confidence set on, Q lies in the old Ḡ, so these are exactly the moves Ḡ -> G.
+        removed: bool (N,), T of Eq. 3: the members of G moved back to Ḡ because their
+            prediction disagrees with their label (empty unless removal is on).
+        lof_score: float32 (N,), the LOF score of each scored sample, NaN elsewhere.
+        in_G: bool (N,), the new confidence mask.
+    """
+
+    selected: np.ndarray
+    removed: np.ndarray
+    lof_score: np.ndarray
+    in_G: np.ndarray
+
+
+def select_by_lof(
+    features: Features,
+    labels: np.ndarray,
+    preds: np.ndarray,
+    candidates: np.ndarray,
+    num_classes: int,
+    *,
+    n_neighbors: int = 10,
+    threshold: float = 1.5,
+    backend: Backend = "sklearn",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Eq. 2: per class, the density inliers among the prediction-consistent candidates.
+
+    For each class c, P̃_c = candidates with label c and prediction c. LOF is fitted on
+    P̃_c alone (the "local" application of the paper: density is judged within a class,
+    not across the whole set) and the samples with score <= ``threshold`` are selected.
+    The default 1.5 is sklearn's ``contamination="auto"`` cut. A class with fewer than
+    ``n_neighbors + 1`` candidates is too small for an m-neighbourhood; it selects nothing
+    this epoch and its samples stay unscored.
+
+    Returns:
+        (selected bool mask (N,), float32 scores (N,) with NaN for unscored samples).
+    """
+    labels, preds, candidates = _check_masks(features, labels, preds, candidates, num_classes)
+    consistent = candidates & (preds == labels)
+    selected = np.zeros(labels.shape[0], dtype=bool)
+    scores = np.full(labels.shape[0], np.nan, dtype=np.float32)
+    for c in range(num_classes):
+        members = np.flatnonzero(consistent & (labels == c))
+        if members.size < n_neighbors + 1:
+            if members.size:
+                logger.debug(
+                    "class %d: %d candidates < m+1 = %d, none selected", c, members.size, n_neighbors + 1
+                )
+            continue
+        s = lof_scores(_take_rows(features, members), n_neighbors=n_neighbors, backend=backend)
+        scores[members] = s
+        selected[members[s <= threshold]] = True
+    return selected, scores
+
+
+def update_confidence_set(
+    in_G: np.ndarray,
+    features: Features,
+    labels: np.ndarray,
+    preds: np.ndarray,
+    num_classes: int,
+    *,
+    lof: bool = True,
+    confidence_set: bool = True,
+    removal: bool = True,
+    n_neighbors: int = 10,
+    threshold: float = 1.5,
+    backend: Backend = "sklearn",
+) -> SelectionResult:
+    """One epoch's update of G (Algorithm 1, steps 6-8), with Table 3's ablation switches.
+
+    In every mode ``new G = (old G if confidence_set else ∅) ∪ Q − T``, where Q is:
+
+    - ``lof`` and ``confidence_set`` (MTaDCS): Eq. 2 on Ḡ, so G accumulates.
+    - ``lof`` alone (Table 3's "LOF" row): Eq. 2 on all of S and G := Q; nothing carries
+      over from one epoch to the next (the instability the paper's Fig. 4 shows).
+    - ``confidence_set`` alone: this project's reading of a row the paper does not spell
+      out: without LOF the only selection criterion left is prediction consistency, so
+      Q = {x in Ḡ : prediction == label}.
+    - neither (the CE / Mixup rows): Q = S, G is the whole training set.
+
+    and T is Eq. 3's removal (``removal`` on): the members of G, after selection, whose
+    prediction disagrees with their label. Selection runs first, as in Algorithm 1, so a
+    sample selected this epoch (prediction == label) is never removed in the same step.
+    Removal refines a persistent G; without the confidence set there is none to refine,
+    so ``removal`` is ignored then.
+    """
+    labels, preds, in_G = _check_masks(features, labels, preds, in_G, num_classes)
+    n = labels.shape[0]
+    scores = np.full(n, np.nan, dtype=np.float32)
+    base = in_G if confidence_set else np.zeros(n, dtype=bool)
+    if lof:
+        candidates = ~in_G if confidence_set else np.ones(n, dtype=bool)
+        selected, scores = select_by_lof(
+            features,
+            labels,
+            preds,
+            candidates,
+            num_classes,
+            n_neighbors=n_neighbors,
+            threshold=threshold,
+            backend=backend,
+        )
+    elif confidence_set:
+        selected = ~in_G & (preds == labels)
+    else:
+        selected = np.ones(n, dtype=bool)
+    new_G = base | selected
+    removed = np.zeros(n, dtype=bool)
+    if removal and confidence_set:
+        removed = new_G & (preds != labels)
+        new_G = new_G & ~removed
+    return SelectionResult(selected=selected, removed=removed, lof_score=scores, in_G=new_G)
+
+
+def confidence_set_quality(in_G: np.ndarray, labels: np.ndarray, clean_labels: np.ndarray) -> dict:
+    """Size, precision and recall of G against known clean labels (Fig. 5a).
+
+    precision = share of G whose current label is the clean one (NaN when G is empty);
+    recall = share of the correctly labelled samples that are in G (NaN when none is).
+    ``labels`` are the current labels, i.e. after any label correction.
+    """
+    in_G = np.asarray(in_G, dtype=bool)
+    correct = np.asarray(labels) == np.asarray(clean_labels)
+    if not (in_G.shape == correct.shape and in_G.ndim == 1):
+        raise ValueError(f"in_G {in_G.shape}, labels and clean_labels must all be the same (N,) shape")
+    size = int(in_G.sum())
+    n_correct = int(correct.sum())
+    hits = int((in_G & correct).sum())
+    return {
+        "size": size,
+        "precision": hits / size if size else float("nan"),
+        "recall": hits / n_correct if n_correct else float("nan"),
+    }
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_features(features: Features) -> int:
+    if features.ndim != 2:
+        raise ValueError(f"features must be 2-D (N, D), got shape {tuple(features.shape)}")
+    return int(features.shape[0])
+
+
+def _check_masks(
+    features: Features, labels: np.ndarray, preds: np.ndarray, mask: np.ndarray, num_classes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate shapes and label range; return (labels, preds, mask) as int64/int64/bool."""
+    n = _check_features(features)
+    labels = np.asarray(labels, dtype=np.int64)
+    preds = np.asarray(preds, dtype=np.int64)
+    mask = np.asarray(mask)
+    for name, a in (("labels", labels), ("preds", preds), ("mask", mask)):
+        if a.shape != (n,):
+            raise ValueError(f"{name} must have shape ({n},) to match features, got {a.shape}")
+    if mask.dtype != bool:
+        raise ValueError(f"mask must be boolean, got dtype {mask.dtype}")
+    for name, a in (("labels", labels), ("preds", preds)):
+        if n and (a.min() < 0 or a.max() >= num_classes):
+            raise ValueError(f"{name} must lie in [0, {num_classes}), got [{a.min()}, {a.max()}]")
+    return labels, preds, mask
+
+
+def _to_numpy(features: Features) -> np.ndarray:
+    if isinstance(features, torch.Tensor):
+        return features.detach().cpu().numpy()
+    return np.asarray(features)
+
+
+def _to_tensor(features: Features) -> torch.Tensor:
+    if isinstance(features, torch.Tensor):
+        return features.detach()
+    return torch.from_numpy(np.ascontiguousarray(features))
+
+
+def _take_rows(features: Features, rows: np.ndarray) -> Features:
+    if isinstance(features, torch.Tensor):
+        return features[torch.as_tensor(rows, device=features.device)]
+    return features[rows]

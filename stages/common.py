@@ -1,0 +1,132 @@
+"""What every stage does before and after its one library call: load the cell, its data and
+labels, open its MLflow run, and write small JSON/CSV outputs atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import tracking
+from pipeline.config import CellConfig, load_params, resolve_cell
+from pipeline.data import Dataset, load_dataset
+from pipeline.engine import TrainingLabels
+from pipeline.layout import CellPaths
+from pipeline.noise import read_label_file
+from pipeline.runtime import atomic_path, write_text_atomic
+
+log = logging.getLogger(__name__)
+NOT_RUN = "not run"
+
+
+@dataclass
+class StageContext:
+    root: Path
+    cell: CellConfig
+    paths: CellPaths
+
+    @property
+    def skip_reason(self) -> str | None:
+        """Why this cell cannot run here (WebVision without its data), or None."""
+        d = self.cell.data
+        if d.dataset == "webvision50" and not d.path:
+            return "data.path not set (WebVision 1.0 root)"
+        return None
+
+
+def context(root: str | Path, params_file: str | Path, cell_name: str) -> StageContext:
+    root = Path(root).resolve()
+    params_path = Path(params_file) if Path(params_file).is_absolute() else root / params_file
+    cell = resolve_cell(load_params(params_path), cell_name)
+    return StageContext(root, cell, CellPaths(root, cell_name))
+
+
+def resolve_path(ctx: StageContext, path: str | None) -> Path | None:
+    """Paths in params.yaml are relative to the project root."""
+    return None if path is None else (Path(path) if Path(path).is_absolute() else ctx.root / path)
+
+
+def load_data(ctx: StageContext) -> Dataset:
+    d = ctx.cell.data
+    return load_dataset(d.dataset, root=resolve_path(ctx, d.root), path=resolve_path(ctx, d.path),
+                        download=d.download, image_size=d.image_size, num_classes=d.num_classes,
+                        ilsvrc_root=resolve_path(ctx, d.ilsvrc_root))
+
+
+def load_labels(ctx: StageContext, data: Dataset) -> TrainingLabels:
+    """The noise stage's label file, checked against this dataset's samples."""
+    file = read_label_file(ctx.paths.labels, num_classes=data.num_classes, expected_index=data.train.index)
+    table = file.table
+    clean = None if table["clean_label"].isna().any() else table["clean_label"].to_numpy(dtype=np.int64)
+    return TrainingLabels(table["noisy_label"].to_numpy(dtype=np.int64), clean,
+                          table["in_initial_confidence_set"].to_numpy(dtype=bool))
+
+
+def digest(*parts: str | Path | dict) -> str:
+    """A short hash of files and config dicts: what a checkpoint is resumable against."""
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, dict):
+            h.update(json.dumps(part, sort_keys=True, default=str).encode())
+        else:
+            h.update(tracking.file_digest(part).encode())
+    return h.hexdigest()[:16]
+
+
+def write_json(path: Path, payload: dict) -> None:
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=_plain) + "\n")
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    with atomic_path(path) as tmp:
+        pd.DataFrame(history).to_csv(tmp, index=False)
+
+
+def write_not_run(out_dir: Path, reason: str) -> None:
+    """Outputs of a stage that cannot run here, so DVC sees its outs and the report says why."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "status.json", {"status": NOT_RUN, "reason": reason})
+
+
+def is_not_run(out_dir: Path) -> bool:
+    status = out_dir / "status.json"
+    return status.exists() and json.loads(status.read_text()).get("status") == NOT_RUN
+
+
+def cell_tags(cell: CellConfig) -> dict[str, str]:
+    m = cell.method
+    switches = {k: getattr(m, k) for k in ("lof", "confidence_set", "removal", "contrastive", "mixup", "label_correction")}
+    return {
+        "dataset": cell.data.dataset, "noise": cell.noise.kind, "rate": str(cell.noise.rate),
+        "sym_convention": cell.noise.sym_convention,
+        "ablation": "+".join(k for k, on in switches.items() if on) or "none",
+    }
+
+
+@contextlib.contextmanager
+def stage_run(ctx: StageContext, stage: str, labels_file: Path | None = None) -> Iterator[tracking.StageRun]:
+    """The MLflow child run of this stage under the cell's parent run, with params and tags."""
+    t = ctx.cell.tracking
+    uri = tracking.default_tracking_uri(ctx.root)
+    labels_digest = tracking.file_digest(labels_file or ctx.paths.labels) if t.enabled else ""
+    tags = cell_tags(ctx.cell) | {
+        "git_commit": tracking.git_commit(ctx.root) or "unknown",
+        "dvc_lock": tracking.dvc_lock_digest(ctx.root, f"{stage}@{ctx.cell.name}") or "none",
+    }
+    with tracking.stage_run(uri=uri, experiment=t.experiment, cell=ctx.cell.name, stage=stage,
+                            labels_digest=labels_digest, tags=tags, enabled=t.enabled) as run:
+        run.log_params(ctx.cell.model_dump(exclude={"name"}))
+        yield run

@@ -1,0 +1,84 @@
+"""evaluate stage: top-1, top-5 and kNN of the model after the MTaDCS epochs (Tables 1, 3) and
+after fine-tuning (Table 2a) → metrics/<cell>.json, plus the per-epoch history as a DVC plot."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from pipeline import engine
+from pipeline.engine import CHECKPOINT
+from pipeline.runtime import atomic_path
+from pipeline.selection import confidence_set_quality
+from stages.common import NOT_RUN, StageContext, is_not_run, load_data, load_labels, stage_run, write_json
+
+SWITCHES = ("lof", "confidence_set", "removal", "contrastive", "mixup", "label_correction")
+
+
+def run(ctx: StageContext) -> None:
+    cell, paths = ctx.cell, ctx.paths
+    summary = {"cell": cell.name, "dataset": cell.data.dataset, "noise": cell.noise.kind, "rate": cell.noise.rate,
+               "sym_convention": cell.noise.sym_convention,
+               "switches": {k: getattr(cell.method, k) for k in SWITCHES}}
+    if ctx.skip_reason or is_not_run(paths.stage_dir("train")):
+        write_json(paths.metrics, summary | {"status": NOT_RUN, "reason": ctx.skip_reason or "train did not run"})
+        write_history_plot(ctx)
+        return
+    data = load_data(ctx)
+    labels = load_labels(ctx, data)
+    train_ckpt = paths.stage_dir("train") / CHECKPOINT
+    metrics = summary | {"status": "done", "realised_rate": _realised_rate(ctx)}
+    metrics["train"] = engine.evaluate_checkpoint(cell, data, labels, train_ckpt)
+    metrics["knn_labels"] = metrics["train"].pop("knn_labels")
+    metrics["finetune"] = None
+    if cell.finetune.epochs > 0:
+        metrics["finetune"] = engine.evaluate_checkpoint(cell, data, labels, paths.stage_dir("finetune") / CHECKPOINT)
+        metrics["finetune"].pop("knn_labels")
+    metrics["G"] = final_confidence_set(train_ckpt, labels)
+    write_json(paths.metrics, metrics)
+    write_history_plot(ctx)
+    with stage_run(ctx, "evaluate") as tracker:
+        flat = flatten(metrics)
+        tracker.log_metrics(flat)
+        tracker.log_parent_metrics(flat)
+        tracker.log_artifact(paths.metrics, "metrics")
+        if cell.tracking.log_model:
+            final = paths.stage_dir("finetune" if cell.finetune.epochs > 0 else "train") / CHECKPOINT
+            tracker.log_artifact(final, "model")
+
+
+def final_confidence_set(checkpoint, labels: engine.TrainingLabels) -> dict:
+    state = engine.load_checkpoint(checkpoint)
+    in_G, current = state["in_G"].numpy(), state["labels"].numpy()
+    if labels.clean is None:
+        return {"size": int(in_G.sum())}
+    q = confidence_set_quality(in_G, current, labels.clean)
+    return {"size": int(q["size"]), "precision": 100.0 * q["precision"], "recall": 100.0 * q["recall"]}
+
+
+def _realised_rate(ctx: StageContext) -> float | None:
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(ctx.paths.labels).metadata or {}
+    return json.loads(meta.get(b"mtadcs", b"{}")).get("realised_rate")
+
+
+def flatten(metrics: dict) -> dict[str, float]:
+    """Numeric leaves as 'train/test/top1', 'G/precision', ... for MLflow."""
+    flat: dict[str, float] = {}
+    for phase in ("train", "finetune", "G"):
+        for key, value in (metrics.get(phase) or {}).items():
+            if isinstance(value, int | float):
+                flat[f"{phase}/{key}"] = float(value)
+    return flat
+
+
+def write_history_plot(ctx: StageContext) -> None:
+    """plots/<cell>.csv: every phase's per-epoch history in one table (a DVC plot)."""
+    frames = [pd.read_csv(p) for s in ("warmup", "train", "finetune")
+              if (p := ctx.paths.stage_dir(s) / "history.csv").exists() and p.stat().st_size > 1]
+    history = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["phase", "epoch"])
+    history.insert(0, "step", range(len(history)))
+    with atomic_path(ctx.paths.plots) as tmp:
+        history.to_csv(tmp, index=False)

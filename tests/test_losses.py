@@ -1,0 +1,117 @@
+"""Mixup and the (soft) cross-entropy of Eq. 5."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline.losses import classification_loss, mixup, sample_mixup_lambda, soft_cross_entropy
+
+K = 5
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def _batch(n: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    x = torch.randn(n, 3, 4, 4)
+    labels = torch.randint(0, K, (n,))
+    return x, labels, F.one_hot(labels, K).float()
+
+
+def test_soft_ce_equals_cross_entropy_for_one_hot() -> None:
+    logits = torch.randn(8, K) * 3
+    labels = torch.randint(0, K, (8,))
+    torch.testing.assert_close(
+        soft_cross_entropy(logits, F.one_hot(labels, K).float()), F.cross_entropy(logits, labels)
+    )
+
+
+def test_soft_ce_matches_torch_probability_targets() -> None:
+    logits = torch.randn(8, K)
+    targets = torch.softmax(torch.randn(8, K), dim=1)
+    torch.testing.assert_close(soft_cross_entropy(logits, targets), F.cross_entropy(logits, targets))
+
+
+def test_soft_ce_is_stable_for_large_logits() -> None:
+    logits = torch.tensor([[1000.0, -1000.0, 0.0]], requires_grad=True)
+    loss = soft_cross_entropy(logits, torch.tensor([[0.5, 0.5, 0.0]]))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+
+
+def test_mixup_alpha_zero_is_identity() -> None:
+    x, _, t = _batch()
+    state = torch.get_rng_state()
+    for alpha in (0.0, -1.0):
+        mx, mt, lam, _ = mixup(x, t, alpha)
+        assert lam == 1.0 and torch.equal(mx, x) and torch.equal(mt, t)
+    assert torch.equal(torch.get_rng_state(), state)  # no draw when not mixing
+
+
+@pytest.mark.parametrize("alpha", [0.2, 1.0, 4.0])
+def test_lambda_at_least_half(alpha: float) -> None:
+    gen = torch.Generator().manual_seed(1)
+    lams = [sample_mixup_lambda(alpha, gen) for _ in range(200)]
+    assert all(0.5 <= lam <= 1.0 for lam in lams)
+    assert len(set(lams)) > 100  # actually random
+
+
+def test_mixup_is_a_convex_combination_with_a_permutation() -> None:
+    x, _, t = _batch(16)
+    mx, mt, lam, perm = mixup(x, t, 1.0, torch.Generator().manual_seed(3))
+    assert 0.5 <= lam <= 1.0
+    assert sorted(perm.tolist()) == list(range(16))  # the returned partners are a permutation
+    torch.testing.assert_close(mx, lam * x + (1 - lam) * x[perm])
+    torch.testing.assert_close(mt.sum(dim=1), torch.ones(16))
+    assert (mt >= 0).all()
+    # Recover each partner from the targets' mixing and check the inputs mixed the same way.
+    for i in range(16):
+        partners = [j for j in range(16) if torch.allclose(mx[i], lam * x[i] + (1 - lam) * x[j], atol=1e-6)]
+        assert partners, f"sample {i} is not lam * x_i + (1 - lam) * x_j for any j"
+        j = partners[0]
+        torch.testing.assert_close(mt[i], lam * t[i] + (1 - lam) * t[j])
+
+
+def test_mixup_soft_targets_stay_distributions() -> None:
+    x = torch.randn(8, 2)
+    t = torch.softmax(torch.randn(8, K), dim=1)
+    _, mt, _, _ = mixup(x, t, 1.0, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(mt.sum(dim=1), torch.ones(8))
+
+
+def test_mixup_determinism() -> None:
+    x, _, t = _batch()
+    a = mixup(x, t, 1.0, torch.Generator().manual_seed(7))
+    b = mixup(x, t, 1.0, torch.Generator().manual_seed(7))
+    c = mixup(x, t, 1.0, torch.Generator().manual_seed(8))
+    assert a[2] == b[2] and torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert a[2] != c[2]
+    # Without a generator the global torch seed controls it.
+    torch.manual_seed(5)
+    d = mixup(x, t, 1.0)
+    torch.manual_seed(5)
+    e = mixup(x, t, 1.0)
+    assert d[2] == e[2] and torch.equal(d[0], e[0])
+
+
+def test_mixup_rejects_mismatched_batch() -> None:
+    x, _, t = _batch(8)
+    with pytest.raises(ValueError):
+        mixup(x, t[:4], 1.0)
+
+
+def test_classification_loss_plain_and_mixed() -> None:
+    logits = torch.randn(8, K, requires_grad=True)
+    labels = torch.randint(0, K, (8,))
+    torch.testing.assert_close(classification_loss(logits, labels, K), F.cross_entropy(logits, labels))
+    soft = torch.softmax(torch.randn(8, K), dim=1)
+    mixed = classification_loss(logits, labels, K, mixed_targets=soft)
+    torch.testing.assert_close(mixed, soft_cross_entropy(logits, soft))
+    mixed.backward()
+    assert logits.grad is not None
+    with pytest.raises(ValueError):
+        classification_loss(logits, labels, K + 1)

@@ -1,0 +1,265 @@
+"""Tests of the confidence-set update (Eq. 2-3) and its two LOF backends."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.selection import (
+    SelectionResult,
+    confidence_set_quality,
+    lof_scores,
+    select_by_lof,
+    update_confidence_set,
+)
+
+M = 10  # LOF neighbourhood of the paper
+
+
+def blobs_with_scatter(
+    seed: int, num_classes: int = 3, n_blob: int = 40, n_scatter: int = 4, dim: int = 8
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per class a tight Gaussian blob plus a few far, mutually distant points, same label.
+
+    Returns (features float32, labels int64, is_scatter bool).
+    """
+    rng = np.random.default_rng(seed)
+    feats, labels, scatter = [], [], []
+    for c in range(num_classes):
+        centre = rng.normal(scale=20.0, size=dim)
+        blob = centre + rng.normal(scale=0.1, size=(n_blob, dim))
+        directions = rng.normal(size=(n_scatter, dim))
+        directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+        far = centre + 5.0 * directions  # far from the blob and from each other
+        feats += [blob, far]
+        labels += [c] * (n_blob + n_scatter)
+        scatter += [False] * n_blob + [True] * n_scatter
+    return np.concatenate(feats).astype(np.float32), np.array(labels, dtype=np.int64), np.array(scatter)
+
+
+# ------------------------------------------------------------------------ select_by_lof
+
+
+def test_lof_selects_dense_blob_and_rejects_scattered_points() -> None:
+    x, y, scatter = blobs_with_scatter(seed=0)
+    selected, scores = select_by_lof(x, y, y.copy(), np.ones(len(y), bool), 3, n_neighbors=M)
+    np.testing.assert_array_equal(selected, ~scatter)
+    assert scores.dtype == np.float32 and not np.isnan(scores).any()
+    assert scores[scatter].min() > 1.5 >= scores[~scatter].max()
+
+
+def test_prediction_inconsistent_candidates_are_never_selected_nor_scored() -> None:
+    x, y, scatter = blobs_with_scatter(seed=1)
+    preds = y.copy()
+    wrong = np.flatnonzero(~scatter)[::5]  # blob points: would be selected if consistent
+    preds[wrong] = (y[wrong] + 1) % 3
+    selected, scores = select_by_lof(x, y, preds, np.ones(len(y), bool), 3, n_neighbors=M)
+    assert not selected[wrong].any()
+    assert np.isnan(scores[wrong]).all()
+    assert not selected[scatter].any()
+    # Dropping every fifth blob point thins the blob; nearly all the rest stay inliers.
+    assert selected[~scatter & (preds == y)].mean() > 0.9
+
+
+def test_only_candidates_are_scored() -> None:
+    x, y, scatter = blobs_with_scatter(seed=2)
+    candidates = np.arange(len(y)) % 2 == 0
+    selected, scores = select_by_lof(x, y, y.copy(), candidates, 3, n_neighbors=M)
+    assert not selected[~candidates].any()
+    np.testing.assert_array_equal(np.isnan(scores), ~candidates)
+    # LOF is fitted on the candidates alone: same scores as scoring that subset directly.
+    first = candidates & (y == 0)
+    np.testing.assert_allclose(scores[first], lof_scores(x[first], n_neighbors=M), rtol=1e-6)
+
+
+def test_class_with_fewer_than_m_plus_one_candidates_selects_nothing() -> None:
+    x, y, _ = blobs_with_scatter(seed=3, n_blob=30, n_scatter=0)
+    candidates = np.ones(len(y), bool)
+    candidates[np.flatnonzero(y == 0)[M:]] = False  # class 0: exactly m candidates
+    candidates[np.flatnonzero(y == 1)[M + 1 :]] = False  # class 1: exactly m + 1
+    selected, scores = select_by_lof(x, y, y.copy(), candidates, 3, n_neighbors=M)
+    assert not selected[y == 0].any() and np.isnan(scores[y == 0]).all()
+    assert (~np.isnan(scores[y == 1])).sum() == M + 1
+    assert selected[y == 2].all()
+
+
+# -------------------------------------------------------------- update_confidence_set
+
+
+@pytest.fixture
+def epoch_state() -> dict:
+    """Two classes, an initial G, and predictions that disagree with a few labels."""
+    x, y, scatter = blobs_with_scatter(seed=4, num_classes=2, n_blob=30, n_scatter=3)
+    n = len(y)
+    rng = np.random.default_rng(4)
+    in_G = rng.random(n) < 0.3
+    preds = y.copy()
+    flip = rng.random(n) < 0.15
+    preds[flip] = 1 - y[flip]
+    return {"x": x, "y": y, "preds": preds, "in_G": in_G, "scatter": scatter}
+
+
+def _update(s: dict, **switches: bool) -> SelectionResult:
+    return update_confidence_set(s["in_G"], s["x"], s["y"], s["preds"], 2, n_neighbors=M, **switches)
+
+
+def test_full_mtadcs_update_is_selection_then_removal(epoch_state: dict) -> None:
+    s = epoch_state
+    consistent = s["preds"] == s["y"]
+    q, _ = select_by_lof(s["x"], s["y"], s["preds"], ~s["in_G"], 2, n_neighbors=M)
+    r = _update(s)
+    assert q.any() and (s["in_G"] & ~consistent).any()  # the example exercises both steps
+    np.testing.assert_array_equal(r.selected, q)
+    assert not (r.selected & s["in_G"]).any()  # Q comes from Ḡ
+    np.testing.assert_array_equal(r.removed, s["in_G"] & ~consistent)  # exactly the inconsistent G members
+    assert not (r.selected & r.removed).any()  # a sample selected this epoch is never removed
+    np.testing.assert_array_equal(r.in_G, (s["in_G"] | q) & consistent)
+    np.testing.assert_array_equal(np.isnan(r.lof_score), ~(~s["in_G"] & consistent))
+
+
+def test_removal_off_keeps_inconsistent_members(epoch_state: dict) -> None:
+    s = epoch_state
+    r = _update(s, removal=False)
+    assert not r.removed.any()
+    np.testing.assert_array_equal(r.in_G, s["in_G"] | r.selected)
+
+
+def test_lof_alone_rebuilds_G_from_all_samples_each_epoch(epoch_state: dict) -> None:
+    s = epoch_state
+    q, _ = select_by_lof(s["x"], s["y"], s["preds"], np.ones(len(s["y"]), bool), 2, n_neighbors=M)
+    r = _update(s, confidence_set=False)
+    np.testing.assert_array_equal(r.selected, q)
+    np.testing.assert_array_equal(r.in_G, q)  # nothing carries over from the old G
+    assert (s["in_G"] & ~r.in_G).any() and (s["in_G"] & r.in_G).any()
+    assert not r.removed.any()  # removal needs a persistent G: ignored
+
+
+def test_confidence_set_alone_adds_prediction_consistent_samples(epoch_state: dict) -> None:
+    s = epoch_state
+    consistent = s["preds"] == s["y"]
+    r = _update(s, lof=False)
+    np.testing.assert_array_equal(r.selected, ~s["in_G"] & consistent)
+    np.testing.assert_array_equal(r.removed, s["in_G"] & ~consistent)
+    np.testing.assert_array_equal(r.in_G, consistent)
+    assert np.isnan(r.lof_score).all()
+
+
+@pytest.mark.parametrize("removal", [True, False])
+def test_neither_switch_trains_on_everything(epoch_state: dict, removal: bool) -> None:
+    r = _update(epoch_state, lof=False, confidence_set=False, removal=removal)
+    assert r.in_G.all() and r.selected.all() and not r.removed.any()
+
+
+def test_update_does_not_mutate_inputs(epoch_state: dict) -> None:
+    s = epoch_state
+    before = {k: v.copy() for k, v in s.items()}
+    _update(s)
+    for k, v in s.items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+def test_bad_shapes_and_labels_are_rejected(epoch_state: dict) -> None:
+    s = epoch_state
+    with pytest.raises(ValueError, match="shape"):
+        update_confidence_set(s["in_G"][:-1], s["x"], s["y"], s["preds"], 2)
+    with pytest.raises(ValueError, match="must lie in"):
+        update_confidence_set(s["in_G"], s["x"], s["y"], s["preds"], 1)
+    with pytest.raises(ValueError, match="boolean"):
+        update_confidence_set(s["in_G"].astype(int), s["x"], s["y"], s["preds"], 2)
+
+
+# ------------------------------------------------------------------- torch backend
+
+
+def _features_with_duplicates(seed: int, dim: int) -> np.ndarray:
+    """Blobs + scatter with some rows copied onto others (pairs of exact duplicates).
+
+    Ties in distance are harmless here: two exact copies are interchangeable (swapping
+    them is an isometry of the point set), so whichever one a backend picks at a tied
+    k-th neighbour, the scores are the same. Only pairs are made: with more than m copies
+    of a point its density becomes the 1e10 guard value and the comparison is meaningless.
+    """
+    x, _, _ = blobs_with_scatter(seed, num_classes=1, n_blob=150, n_scatter=10, dim=dim)
+    rng = np.random.default_rng(seed)
+    src, dst = np.split(rng.choice(len(x), size=20, replace=False), 2)
+    x[dst] = x[src]
+    return x
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("dim", [8, 32])  # sklearn picks a kd-tree for dim <= 15, brute force above
+def test_torch_backend_reproduces_sklearn(seed: int, dim: int) -> None:
+    x = _features_with_duplicates(seed, dim)
+    ref = lof_scores(x, n_neighbors=M, backend="sklearn")
+    got = lof_scores(torch.from_numpy(x), n_neighbors=M, backend="torch", chunk_rows=37)
+    np.testing.assert_allclose(got, ref, rtol=1e-4)
+    # The same selection, and not by luck: no score sits within 1e-3 of the threshold.
+    assert np.abs(ref - 1.5).min() > 1e-3
+    assert (ref > 1.5).any() and (ref <= 1.5).any()
+    np.testing.assert_array_equal(got <= 1.5, ref <= 1.5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_torch_backend_gives_the_same_selection(seed: int) -> None:
+    x, y, _ = blobs_with_scatter(seed + 10, num_classes=3)
+    rng = np.random.default_rng(seed)
+    preds = np.where(rng.random(len(y)) < 0.1, (y + 1) % 3, y)
+    candidates = rng.random(len(y)) < 0.8
+    sel_ref, s_ref = select_by_lof(x, y, preds, candidates, 3, n_neighbors=M, backend="sklearn")
+    sel_got, s_got = select_by_lof(
+        torch.from_numpy(x), y, preds, candidates, 3, n_neighbors=M, backend="torch"
+    )
+    np.testing.assert_array_equal(sel_got, sel_ref)
+    np.testing.assert_allclose(s_got, s_ref, rtol=1e-4, equal_nan=True)
+
+
+def test_torch_backend_caps_neighbours_like_sklearn() -> None:
+    x = np.random.default_rng(0).normal(size=(6, 4))  # fewer rows than m + 1
+    with pytest.warns(UserWarning, match="n_neighbors"):
+        ref = lof_scores(x, n_neighbors=M)
+    np.testing.assert_allclose(
+        lof_scores(torch.from_numpy(x), n_neighbors=M, backend="torch"), ref, rtol=1e-6
+    )
+
+
+def test_torch_backend_is_robust_to_features_far_from_the_origin() -> None:
+    x = _features_with_duplicates(0, 16) * 0.01 + 1000.0  # |x|^2 - 2xy + |y|^2 would cancel
+    ref = lof_scores(x.astype(np.float64), n_neighbors=M)
+    got = lof_scores(torch.from_numpy(x.astype(np.float64)), n_neighbors=M, backend="torch")
+    np.testing.assert_allclose(got, ref, rtol=1e-6)
+
+
+def test_lof_scores_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="at least 2"):
+        lof_scores(np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="2-D"):
+        lof_scores(np.zeros(5))
+    with pytest.raises(ValueError, match="backend"):
+        lof_scores(np.zeros((5, 3)), backend="faiss")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------ quality
+
+
+def test_confidence_set_quality_on_a_hand_example() -> None:
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    clean = np.array([0, 1, 0, 0, 2, 2])  # samples 2 and 4 are mislabelled; 4 correct ones
+    in_G = np.array([True, True, True, False, False, False])
+    q = confidence_set_quality(in_G, labels, clean)
+    assert q == {"size": 3, "precision": 2 / 3, "recall": 2 / 4}
+
+
+def test_confidence_set_quality_of_an_empty_set() -> None:
+    q = confidence_set_quality(np.zeros(3, bool), np.array([0, 1, 2]), np.array([0, 1, 2]))
+    assert q["size"] == 0 and np.isnan(q["precision"]) and q["recall"] == 0.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_torch_backend_on_cuda_matches_sklearn() -> None:
+    x, y, _ = blobs_with_scatter(20, num_classes=3)
+    ones = np.ones(len(y), bool)
+    sel_ref, s_ref = select_by_lof(x, y, y, ones, 3, n_neighbors=M)
+    sel_got, s_got = select_by_lof(torch.from_numpy(x).cuda(), y, y, ones, 3, n_neighbors=M, backend="torch")
+    np.testing.assert_array_equal(sel_got, sel_ref)
+    np.testing.assert_allclose(s_got, s_ref, rtol=1e-4)
