@@ -96,6 +96,7 @@ class MethodConfig(Section):
     lof_threshold: float = Field(1.5, gt=0.0)
     lof_space: Literal["feature", "projection"] = "feature"
     lof_backend: Literal["auto", "sklearn", "torch"] = "auto"
+    keep_verified: bool = True  # the verified initial subset (simulated noise) is never removed or relabelled
     # Local contrastive learning (Eq. 4)
     moco_momentum: float = Field(0.999, ge=0.0, le=1.0)
     queue_size: int = Field(10_000, ge=1)

@@ -59,6 +59,7 @@ class TrainingLabels:
     given: np.ndarray  # int64 (N,), the noisy labels training sees
     clean: np.ndarray | None  # int64 (N,), only for analysis metrics; None for real noise
     init_G: np.ndarray  # bool (N,), the initial confidence set
+    verified: bool = False  # init_G is a verified-clean subset (simulated noise), not "everything"
 
 
 @dataclass
@@ -142,7 +143,7 @@ class Trainer:
             y = labels[pos].to(self.device)
             loss_ce, loss_lcl, correct = self._step(self._input(query_view), key_view, y, mixup_alpha, contrastive)
             n = len(pos)
-            sums["loss"] += (loss_ce + loss_lcl) * n
+            sums["loss"] += (loss_ce + self.cell.method.lambda_lcl * loss_lcl) * n
             sums["loss_ce"] += loss_ce * n
             sums["loss_lcl"] += loss_lcl * n
             sums["correct"] += correct
@@ -279,8 +280,12 @@ def _test_top1(trainer: Trainer, batch_size: int) -> float:
     return topk_accuracy(out.logits, torch.as_tensor(split.labels), ks=(1,))["top1"]
 
 
-def _finish_epoch(trainer: Trainer, record: dict, progress: Progress, on_epoch: EpochCallback | None) -> None:
+def _finish_epoch(trainer: Trainer, record: dict, checkpoint: Path, fingerprint: str, progress: Progress,
+                  on_epoch: EpochCallback | None) -> None:
+    """Append the epoch's record to the history, then checkpoint (so the checkpoint holds every
+    finished epoch's record and a resumed run's history is complete), then report."""
     trainer.history.append(record)
+    trainer.save(checkpoint, record["phase"], fingerprint)
     shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()
                       if k in ("epoch", "loss", "train_acc", "test_top1", "G_size", "G_precision", "lr"))
     progress.epoch_done(f"{record['phase']} {shown}")
@@ -311,8 +316,7 @@ def run_warmup(cell: CellConfig, data: Dataset, labels: TrainingLabels, out_dir:
     with Progress(show_bar(cell.runtime), f"{cell.name} warm-up", o.warmup_epochs, trainer.epoch) as progress:
         while trainer.epoch < o.warmup_epochs:
             record = _train_one(trainer, "warmup", views, progress, labels.clean)
-            trainer.save(out_dir / CHECKPOINT, "warmup", fingerprint)
-            _finish_epoch(trainer, record, progress, on_epoch)
+            _finish_epoch(trainer, record, out_dir / CHECKPOINT, fingerprint, progress, on_epoch)
     trainer.save(out_dir / CHECKPOINT, "warmup", fingerprint)  # also for T_P = 0
     return trainer
 
@@ -355,8 +359,7 @@ def run_train(cell: CellConfig, data: Dataset, labels: TrainingLabels, warmup_ch
         store.drop_epochs_after(traces, -1)
         with Progress(False, "", 0) as quiet:
             record = _select(trainer, labels, quiet, traces, correct=False)
-        trainer.save(out_dir / CHECKPOINT, "train", fingerprint)
-        _finish_epoch(trainer, record, quiet, on_epoch)
+        _finish_epoch(trainer, record, out_dir / CHECKPOINT, fingerprint, quiet, on_epoch)
     store.drop_epochs_after(traces, trainer.epoch)  # partial epochs of a killed run
     views = _train_transform(cell, data)
     total = o.epochs - o.warmup_epochs
@@ -364,8 +367,7 @@ def run_train(cell: CellConfig, data: Dataset, labels: TrainingLabels, warmup_ch
         while trainer.epoch < o.epochs:
             record = _train_one(trainer, "train", views, progress, labels.clean)
             record |= _select(trainer, labels, progress, traces, correct=m.label_correction)
-            trainer.save(out_dir / CHECKPOINT, "train", fingerprint)
-            _finish_epoch(trainer, record, progress, on_epoch)
+            _finish_epoch(trainer, record, out_dir / CHECKPOINT, fingerprint, progress, on_epoch)
     return trainer
 
 
@@ -377,13 +379,18 @@ def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces
     preds = ext.preds
     time_extract = time.perf_counter() - start
     flipped = np.zeros(len(preds), dtype=bool)
+    protected = labels.init_G if (labels.verified and m.keep_verified) else None
     if correct:
         alpha = m.lc_alpha
         if m.lc_alpha_reference_epochs:
             alpha = scaled_alpha(m.lc_alpha, cell.optim.epochs, m.lc_alpha_reference_epochs)
         soft, new_labels, flips = correct_labels(trainer.soft, torch.as_tensor(trainer.labels), torch.as_tensor(preds),
                                                  alpha=alpha, gamma=m.lc_gamma)
-        trainer.soft, trainer.labels, flipped = soft, new_labels.numpy(), flips.numpy()
+        flipped = flips.numpy()
+        if protected is not None:
+            flipped &= ~protected  # a verified label is never corrected
+        trainer.soft = soft
+        trainer.labels = np.where(flipped, new_labels.numpy(), trainer.labels)
         trainer.in_G[flipped] = False  # a flipped label is no longer trusted
     start = time.perf_counter()
     space = ext.features if m.lof_space == "feature" else ext.projections
@@ -391,7 +398,7 @@ def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces
     result = update_confidence_set(
         trainer.in_G, space, trainer.labels, preds, trainer.data.num_classes, lof=m.lof,
         confidence_set=m.confidence_set, removal=m.removal, n_neighbors=m.lof_neighbors,
-        threshold=m.lof_threshold, backend=backend)
+        threshold=m.lof_threshold, backend=backend, protected=protected)
     trainer.in_G = result.in_G
     time_lof = time.perf_counter() - start
     start = time.perf_counter()
@@ -451,8 +458,7 @@ def run_finetune(cell: CellConfig, data: Dataset, labels: TrainingLabels, train_
             record = {"phase": "finetune", "epoch": trainer.epoch, "lr": f.lr, **stats,
                       "time_train": time.perf_counter() - start,
                       "test_top1": _test_top1(trainer, cell.evaluate.batch_size)}
-            trainer.save(out_dir / CHECKPOINT, "finetune", fingerprint)
-            _finish_epoch(trainer, record, progress, on_epoch)
+            _finish_epoch(trainer, record, out_dir / CHECKPOINT, fingerprint, progress, on_epoch)
     trainer.save(out_dir / CHECKPOINT, "finetune", fingerprint)  # also for 0 epochs
     return trainer
 

@@ -197,6 +197,7 @@ def update_confidence_set(
     n_neighbors: int = 10,
     threshold: float = 1.5,
     backend: Backend = "sklearn",
+    protected: np.ndarray | None = None,
 ) -> SelectionResult:
     """One epoch's update of G (Algorithm 1, steps 6-8), with Table 3's ablation switches.
 
@@ -215,6 +216,11 @@ def update_confidence_set(
     sample selected this epoch (prediction == label) is never removed in the same step.
     Removal refines a persistent G; without the confidence set there is none to refine,
     so ``removal`` is ignored then.
+
+    ``protected`` (bool mask) marks samples that stay in G whatever the mode: the verified
+    subset G starts from under simulated noise. They are known to be clean, so Eq. 3's
+    "possibly mislabelled" does not apply to them; keeping them stops a class whose
+    predictions briefly vanish from losing every G member and never being learnt again.
     """
     labels, preds, in_G = _check_masks(features, labels, preds, in_G, num_classes)
     n = labels.shape[0]
@@ -240,7 +246,11 @@ def update_confidence_set(
     removed = np.zeros(n, dtype=bool)
     if removal and confidence_set:
         removed = new_G & (preds != labels)
+        if protected is not None:
+            removed &= ~protected
         new_G = new_G & ~removed
+    if protected is not None:
+        new_G = new_G | protected
     return SelectionResult(selected=selected, removed=removed, lof_score=scores, in_G=new_G)
 
 

@@ -64,6 +64,8 @@ def drop_epochs_after(root: str | Path, epoch: int) -> None:
 
 def read_traces(root: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
     """All epochs as one frame with an integer `epoch` column."""
+    if columns is not None and "epoch" not in columns:
+        columns = [*columns, "epoch"]  # the partition column is only read when named
     frame = pd.read_parquet(root, columns=columns)
     frame["epoch"] = frame["epoch"].astype(int)
     return frame.sort_values(["epoch", "index"], kind="stable").reset_index(drop=True)

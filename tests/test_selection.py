@@ -263,3 +263,20 @@ def test_torch_backend_on_cuda_matches_sklearn() -> None:
     sel_got, s_got = select_by_lof(torch.from_numpy(x).cuda(), y, y, ones, 3, n_neighbors=M, backend="torch")
     np.testing.assert_array_equal(sel_got, sel_ref)
     np.testing.assert_allclose(s_got, s_ref, rtol=1e-4)
+
+
+def test_protected_samples_are_never_removed_and_always_in_G() -> None:
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(40, 4)).astype(np.float32)
+    labels = np.repeat(np.arange(2), 20)
+    preds = 1 - labels  # every prediction disagrees: removal would empty G
+    in_G = np.zeros(40, dtype=bool)
+    in_G[[0, 1, 20, 21]] = True
+    protected = in_G.copy()
+    full = update_confidence_set(in_G, features, labels, preds, 2, protected=protected)
+    assert full.in_G.tolist() == protected.tolist()
+    assert not (full.removed & protected).any()
+    unguarded = update_confidence_set(in_G, features, labels, preds, 2)
+    assert not unguarded.in_G.any()  # the death spiral the guard prevents
+    lof_only = update_confidence_set(in_G, features, labels, preds, 2, confidence_set=False, protected=protected)
+    assert (lof_only.in_G >= protected).all()

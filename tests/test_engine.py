@@ -1,0 +1,480 @@
+"""Tests of the epoch loops (warm-up, MTaDCS epochs, fine-tuning), checkpoints and traces.
+
+Everything runs on CPU with one thread on a synthetic 4-class set of 16-px images whose
+class is its colour (128 training and 40 test images), a width-8 PreAct ResNet-18, and
+8 warm-up + 4 MTaDCS epochs: small enough for a few seconds a run, long enough that G
+changes (selection, removal and label flips) in every MTaDCS epoch, so a resume that
+dropped any piece of state would show.
+
+The key property is that a run interrupted after any epoch and continued from its
+checkpoint ends bit-for-bit where an uninterrupted run ends: same weights, optimizer and
+queue, same G, labels and soft labels, same history and the same Parquet traces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from pipeline import engine, store
+from pipeline.config import CellConfig, parse_params, resolve_cell
+from pipeline.data import Dataset, Split
+from pipeline.errors import UserError
+from pipeline.noise import initial_confidence_mask, make_noisy_labels
+
+K = 4
+N_TRAIN, N_TEST = 128, 40
+T_P, T_MAX, FEATURE_EVERY = 8, 12, 3
+FEATURE_EPOCHS = {8, 9, 12}  # T_P, the multiples of feature_every, the last
+WIDTH = 8  # feature_dim = 8 * width
+FINETUNE_EPOCHS = 2
+
+PARAMS = {
+    "noise": {"kind": "sym", "rate": 0.4, "init_per_class": 12},
+    "model": {"width": WIDTH, "proj_dim": 16},
+    "method": {"lof_neighbors": 5, "queue_size": 64, "lc_alpha": 0.5, "lc_gamma": 0.8,
+               "randaugment_ops": 1, "randaugment_magnitude": 5},
+    "optim": {"epochs": T_MAX, "warmup_epochs": T_P, "lr": 0.05, "lr_milestones": [11], "batch_size": 8},
+    "train": {"feature_every": FEATURE_EVERY},
+    "finetune": {"epochs": FINETUNE_EPOCHS, "lr": 0.01, "batch_size": 16},
+    "evaluate": {"knn_k": 20, "batch_size": 64},
+    "runtime": {"device": "cpu", "threads": 1, "workers": 0, "progress": "log", "amp": False,
+                "channels_last": False, "seed": 0},
+    "tracking": {"enabled": False},
+}
+
+
+def make_cell(**overrides: dict) -> CellConfig:
+    raw = {section: dict(values) for section, values in PARAMS.items()}
+    for section, values in overrides.items():
+        raw[section] = {**raw.get(section, {}), **values}
+    return resolve_cell(parse_params({**raw, "runs": {"t": {}}}), "t")
+
+
+def _split(n: int, seed: int) -> Split:
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % K
+    colours = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200], [200, 200, 40]])
+    images = colours[labels][:, None, None, :] + rng.normal(0, 25, (n, 16, 16, 3))
+    return Split(labels=labels.astype(np.int64), index=np.arange(1000, 1000 + n),
+                 images=np.clip(images, 0, 255).astype(np.uint8))
+
+
+class Interrupted(Exception):
+    """Raised by an on_epoch callback to stop a run as a kill would, after a checkpoint."""
+
+
+def stop_after(epoch: int) -> Callable[[dict], None]:
+    def callback(record: dict) -> None:
+        if record["epoch"] == epoch:
+            raise Interrupted(epoch)
+    return callback
+
+
+def without_timing(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if not k.startswith("time_")} for row in history]
+
+
+def assert_same(a, b, where: str = "state") -> None:
+    """Recursive bit-exact equality of checkpoint contents (tensors by torch.equal)."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape, where
+        assert torch.equal(a, b), f"{where} differs"
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), f"{where}: keys {a.keys()} vs {b.keys()}"
+        for key in a:
+            assert_same(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list | tuple):
+        assert isinstance(b, list | tuple) and len(a) == len(b), f"{where}: length differs"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def assert_same_checkpoint(path_a: Path, path_b: Path) -> None:
+    a, b = engine.load_checkpoint(path_a), engine.load_checkpoint(path_b)
+    a["history"], b["history"] = without_timing(a["history"]), without_timing(b["history"])
+    assert a.keys() == b.keys()
+    for key in ("phase", "epoch", "fingerprint", "in_G", "labels", "soft", "model", "key_model", "queue",
+                "optimizer", "history"):
+        assert_same(a[key], b[key], key)
+
+
+def trace_frame(root: Path) -> pd.DataFrame:
+    return store.read_traces(root).drop(columns="feature")
+
+
+# -- shared runs --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def data() -> Dataset:
+    return Dataset(name="synthetic", num_classes=K, class_names=[f"c{i}" for i in range(K)], image_size=16,
+                   mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), train=_split(N_TRAIN, 0),
+                   tests={"test": _split(N_TEST, 1)})
+
+
+@pytest.fixture(scope="module")
+def labels(data: Dataset) -> engine.TrainingLabels:
+    clean = data.train.labels
+    given = make_noisy_labels(clean, K, kind="sym", rate=0.4, seed=0)
+    init_G = initial_confidence_mask(given, clean, K, init_per_class=12, real_noise=False, seed=0)
+    return engine.TrainingLabels(given=given, clean=clean, init_G=init_G)
+
+
+@pytest.fixture(scope="module")
+def cell() -> CellConfig:
+    return make_cell()
+
+
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory, cell, data, labels) -> Path:
+    """The uninterrupted warm-up (T_P epochs); returns its checkpoint."""
+    out = tmp_path_factory.mktemp("warmup")
+    engine.run_warmup(cell, data, labels, out, fingerprint="w")
+    return out / engine.CHECKPOINT
+
+
+@pytest.fixture(scope="module")
+def run_a(tmp_path_factory, cell, data, labels, warm) -> tuple[Path, engine.Trainer, list[dict]]:
+    """The uninterrupted MTaDCS epochs: (out dir, trainer, records passed to on_epoch)."""
+    out = tmp_path_factory.mktemp("train-a")
+    seen: list[dict] = []
+    trainer = engine.run_train(cell, data, labels, warm, out, fingerprint="fp", on_epoch=seen.append)
+    return out, trainer, seen
+
+
+# -- 1. resume equals an uninterrupted run ------------------------------------------------------
+
+
+def test_reference_run_changes_state_every_epoch(run_a, labels) -> None:
+    """Guard for the resume tests: the reference run must exercise selection, removal and flips."""
+    _, trainer, seen = run_a
+    assert [r["epoch"] for r in seen] == list(range(T_P, T_MAX + 1))
+    train_rows = seen[1:]
+    assert sum(r["selected"] for r in train_rows) > 0
+    assert sum(r["removed"] for r in train_rows) > 0
+    assert sum(r["flipped"] for r in train_rows) > 0
+    assert len({r["G_size"] for r in seen}) > 2
+    assert not np.array_equal(trainer.labels, labels.given)
+
+
+def test_uninterrupted_run_checkpoint_holds_every_epoch(run_a, cell) -> None:
+    out, trainer, seen = run_a
+    state = engine.load_checkpoint(out / engine.CHECKPOINT)
+    assert state["phase"] == "train" and state["epoch"] == T_MAX and state["fingerprint"] == "fp"
+    assert without_timing(state["history"]) == without_timing(trainer.history) == without_timing(seen)
+    # The lr column follows the step schedule of the whole run (warm-up epochs included).
+    lrs = {r["epoch"]: r["lr"] for r in trainer.history if "lr" in r}
+    o = cell.optim
+    assert lrs == {e: engine.lr_at(e - 1, o.lr, o.lr_milestones, o.lr_gamma) for e in range(T_P + 1, T_MAX + 1)}
+    assert lrs[T_MAX] == pytest.approx(o.lr * o.lr_gamma)
+
+
+def test_warmup_resume_equals_uninterrupted(tmp_path, cell, data, labels, warm) -> None:
+    with pytest.raises(Interrupted):
+        engine.run_warmup(cell, data, labels, tmp_path, fingerprint="w", on_epoch=stop_after(3))
+    assert engine.load_checkpoint(tmp_path / engine.CHECKPOINT)["epoch"] == 3
+    seen: list[dict] = []
+    trainer = engine.run_warmup(cell, data, labels, tmp_path, fingerprint="w", on_epoch=seen.append)
+    assert [r["epoch"] for r in seen] == list(range(4, T_P + 1))  # only the missing epochs ran
+    assert [r["epoch"] for r in trainer.history] == list(range(1, T_P + 1))
+    assert_same_checkpoint(warm, tmp_path / engine.CHECKPOINT)
+
+
+@pytest.mark.parametrize("stop", [T_P, T_P + 2], ids=["after-first-selection", "mid-run"])
+def test_train_resume_equals_uninterrupted(tmp_path, cell, data, labels, warm, run_a, stop: int) -> None:
+    out_a, trainer_a, _ = run_a
+    with pytest.raises(Interrupted):
+        engine.run_train(cell, data, labels, warm, tmp_path, fingerprint="fp", on_epoch=stop_after(stop))
+    assert engine.load_checkpoint(tmp_path / engine.CHECKPOINT)["epoch"] == stop
+    # A run killed after writing later traces than its checkpoint leaves them behind: they must go
+    # before the resumed run goes on, so the traces never run ahead of the checkpoint.
+    for epoch in (stop + 1, stop + 2):
+        stale = store.epoch_dir(tmp_path / "epochs", epoch) / "part-0.parquet"
+        stale.parent.mkdir(parents=True, exist_ok=True)
+        stale.write_bytes(b"half-written trace")
+
+    seen: list[dict] = []
+    listed: list[list[str]] = []
+
+    def record(row: dict) -> None:
+        seen.append(row)
+        listed.append(sorted(p.name for p in (tmp_path / "epochs").iterdir()))
+
+    trainer_b = engine.run_train(cell, data, labels, warm, tmp_path, fingerprint="fp", on_epoch=record)
+    assert [r["epoch"] for r in seen] == list(range(stop + 1, T_MAX + 1))
+    assert listed == [[store.epoch_dir("", e).name for e in range(T_P, r["epoch"] + 1)] for r in seen]
+
+    assert_same_checkpoint(out_a / engine.CHECKPOINT, tmp_path / engine.CHECKPOINT)
+    assert without_timing(trainer_b.history) == without_timing(trainer_a.history)
+    np.testing.assert_array_equal(trainer_b.in_G, trainer_a.in_G)
+    np.testing.assert_array_equal(trainer_b.labels, trainer_a.labels)
+    assert torch.equal(trainer_b.soft, trainer_a.soft)
+
+    traces_a, traces_b = out_a / "epochs", tmp_path / "epochs"
+    pd.testing.assert_frame_equal(trace_frame(traces_b), trace_frame(traces_a))
+    for epoch in range(T_P, T_MAX + 1):  # the frames above leave out the features
+        table_a = pq.read_table(store.epoch_dir(traces_a, epoch) / "part-0.parquet")
+        table_b = pq.read_table(store.epoch_dir(traces_b, epoch) / "part-0.parquet")
+        assert table_b.schema.equals(table_a.schema), f"trace schema of epoch {epoch} differs"
+        if epoch in FEATURE_EPOCHS:
+            assert table_b.column("feature").equals(table_a.column("feature")), f"features of epoch {epoch}"
+
+
+def test_finished_run_resumes_as_a_no_op(tmp_path, cell, data, labels, warm, run_a) -> None:
+    """Running a finished phase again (e.g. `dvc repro -f`) trains nothing and keeps the history."""
+    out_a, trainer_a, _ = run_a
+    seen: list[dict] = []
+    trainer = engine.run_train(cell, data, labels, warm, out_a, fingerprint="fp", on_epoch=seen.append)
+    assert seen == []
+    assert trainer.epoch == T_MAX
+    assert without_timing(trainer.history) == without_timing(trainer_a.history)
+    assert sorted(p.name for p in (out_a / "epochs").iterdir()) == [
+        store.epoch_dir("", e).name for e in range(T_P, T_MAX + 1)]
+
+
+def test_finetune_resume_equals_uninterrupted(tmp_path, cell, data, labels, run_a) -> None:
+    train_ckpt = run_a[0] / engine.CHECKPOINT
+    dir_a, dir_b = tmp_path / "a", tmp_path / "b"
+    trainer_a = engine.run_finetune(cell, data, labels, train_ckpt, dir_a, fingerprint="ft")
+    with pytest.raises(Interrupted):
+        engine.run_finetune(cell, data, labels, train_ckpt, dir_b, fingerprint="ft", on_epoch=stop_after(1))
+    trainer_b = engine.run_finetune(cell, data, labels, train_ckpt, dir_b, fingerprint="ft")
+    assert_same_checkpoint(dir_a / engine.CHECKPOINT, dir_b / engine.CHECKPOINT)
+    assert without_timing(trainer_b.history) == without_timing(trainer_a.history)
+    assert [r["epoch"] for r in trainer_a.history] == list(range(1, FINETUNE_EPOCHS + 1))
+    # Fine-tuning trains on the final G and leaves G and the labels alone.
+    train_state = engine.load_checkpoint(train_ckpt)
+    np.testing.assert_array_equal(trainer_a.in_G, train_state["in_G"].numpy())
+    np.testing.assert_array_equal(trainer_a.labels, train_state["labels"].numpy())
+    g_size = int(train_state["in_G"].sum())
+    batch = cell.finetune.batch_size
+    expected = g_size // batch * batch if g_size > batch else g_size  # drop_last
+    assert all(r["train_samples"] == expected for r in trainer_a.history)
+    assert engine.load_checkpoint(dir_a / engine.CHECKPOINT)["key_model"] is None
+
+
+# -- 2. a changed fingerprint starts afresh -----------------------------------------------------
+
+
+def test_changed_fingerprint_starts_afresh(tmp_path, cell, data, labels, warm) -> None:
+    with pytest.raises(Interrupted):
+        engine.run_train(cell, data, labels, warm, tmp_path, fingerprint="old", on_epoch=stop_after(T_P + 1))
+    assert engine.load_checkpoint(tmp_path / engine.CHECKPOINT)["epoch"] == T_P + 1
+
+    seen: list[dict] = []
+
+    def record_then_stop(record: dict) -> None:
+        seen.append(record)
+        raise Interrupted(record["epoch"])
+
+    with pytest.raises(Interrupted):
+        engine.run_train(cell, data, labels, warm, tmp_path, fingerprint="new", on_epoch=record_then_stop)
+    assert [r["epoch"] for r in seen] == [T_P]  # restarted from the warm-up, not from T_P + 1
+    state = engine.load_checkpoint(tmp_path / engine.CHECKPOINT)
+    assert state["fingerprint"] == "new" and state["epoch"] == T_P
+    assert [r["epoch"] for r in state["history"]] == [T_P]
+    # The stale run's later traces are gone.
+    assert [p.name for p in (tmp_path / "epochs").iterdir()] == [store.epoch_dir("", T_P).name]
+
+
+def test_checkpoint_of_another_phase_is_not_resumed(tmp_path, cell, data, labels, warm) -> None:
+    """A warm-up checkpoint found in the train directory must not be taken for a train resume."""
+    (tmp_path / engine.CHECKPOINT).write_bytes(warm.read_bytes())
+    seen: list[dict] = []
+
+    def record_then_stop(record: dict) -> None:
+        seen.append(record)
+        raise Interrupted(record["epoch"])
+
+    with pytest.raises(Interrupted):
+        engine.run_train(cell, data, labels, warm, tmp_path, fingerprint="w", on_epoch=record_then_stop)
+    assert seen[0]["epoch"] == T_P and "loss" not in seen[0]  # the selection-only record of epoch T_P
+    assert engine.load_checkpoint(tmp_path / engine.CHECKPOINT)["phase"] == "train"
+
+
+# -- 3. traces ----------------------------------------------------------------------------------
+
+
+def test_traces_read_in_one_call(run_a, labels) -> None:
+    out, trainer, _ = run_a
+    frame = pd.read_parquet(out / "epochs")
+    assert set(store.TRACE_COLUMNS) | {"epoch", "feature"} == set(frame.columns)
+    frame["epoch"] = frame["epoch"].astype(int)
+    assert sorted(frame["epoch"].unique()) == list(range(T_P, T_MAX + 1))
+    assert (frame.groupby("epoch").size() == N_TRAIN).all()
+    for epoch, rows in frame.groupby("epoch"):
+        has_feature = rows["feature"].notna()
+        assert has_feature.all() if epoch in FEATURE_EPOCHS else not has_feature.any(), epoch
+        rows = rows.sort_values("index")
+        np.testing.assert_array_equal(rows["index"].to_numpy(), np.arange(1000, 1000 + N_TRAIN))
+        np.testing.assert_array_equal(rows["given_label"].to_numpy(), labels.given)
+    last = store.read_traces(out / "epochs").query(f"epoch == {T_MAX}")
+    np.testing.assert_array_equal(last["in_G"].to_numpy(), trainer.in_G)
+    np.testing.assert_array_equal(last["label"].to_numpy(), trainer.labels)
+
+
+def test_trace_columns_follow_the_selection_rules(run_a, labels, cell) -> None:
+    out, _, _ = run_a
+    frame = store.read_traces(out / "epochs").drop(columns="feature")
+    previous_G, previous_label = labels.init_G, labels.given
+    for epoch in range(T_P, T_MAX + 1):
+        rows = frame[frame["epoch"] == epoch]
+        in_G, label, pred = (rows[c].to_numpy() for c in ("in_G", "label", "pred"))
+        selected, removed, flipped = (rows[c].to_numpy() for c in ("selected", "removed", "flipped"))
+        scored = rows["lof_score"].notna().to_numpy()
+        # Flips change the label and leave G; G = (G - flipped) ∪ selected − removed (Eq. 2, 3, 7).
+        np.testing.assert_array_equal(label != previous_label, flipped)
+        candidates = ~(previous_G & ~flipped)
+        np.testing.assert_array_equal(in_G, ((previous_G & ~flipped) | selected) & ~removed)
+        # LOF scores only candidates whose prediction agrees with their label; null elsewhere.
+        assert not (scored & ~(candidates & (pred == label))).any(), epoch
+        assert not (selected & ~scored).any()
+        assert (rows["lof_score"].to_numpy()[selected] <= cell.method.lof_threshold).all()
+        assert not (removed & (pred == label)).any()
+        assert not (in_G & (pred != label)).any()  # removal leaves no disagreeing member
+        previous_G, previous_label = in_G, label
+    assert frame["lof_score"].notna().any() and frame["lof_score"].isna().any()
+    # Unscored rows are Parquet nulls, not NaN.
+    table = pq.read_table(store.epoch_dir(out / "epochs", T_P) / "part-0.parquet", columns=["lof_score"])
+    column = table.column("lof_score")
+    assert column.null_count > 0
+    assert not pc.any(pc.is_nan(column.drop_null())).as_py()
+
+
+def test_trace_features_are_float16_and_match_the_model(run_a, data) -> None:
+    out, trainer, _ = run_a
+    for epoch in FEATURE_EPOCHS:
+        feats = store.read_features(out / "epochs", epoch)
+        assert feats.dtype == np.float16 and feats.shape == (N_TRAIN, 8 * WIDTH)
+        np.testing.assert_allclose(np.linalg.norm(feats.astype(np.float32), axis=1), 1.0, atol=2e-3)
+    final = trainer.extract(data.train, 64).features
+    np.testing.assert_array_equal(store.read_features(out / "epochs", T_MAX), final.astype(np.float16))
+    assert not np.array_equal(store.read_features(out / "epochs", T_P), store.read_features(out / "epochs", T_MAX))
+
+
+# -- 4. ablation switches -----------------------------------------------------------------------
+
+
+def test_all_switches_off_trains_on_every_sample(tmp_path, data, labels) -> None:
+    off = {k: False for k in ("lof", "confidence_set", "removal", "contrastive", "mixup", "label_correction")}
+    cell = make_cell(method=off, optim={"epochs": 3, "warmup_epochs": 1, "lr_milestones": [3], "batch_size": 16})
+    real = engine.TrainingLabels(given=labels.given, clean=None, init_G=labels.init_G)  # clean unknown
+    warm = engine.run_warmup(cell, data, real, tmp_path / "w")
+    assert warm.in_G.all() and warm.key_model is None
+    trainer = engine.run_train(cell, data, real, tmp_path / "w" / engine.CHECKPOINT, tmp_path / "t")
+    rows = warm.history + trainer.history
+    assert [r["train_samples"] for r in rows if "train_samples" in r] == [N_TRAIN] * 3
+    assert all(r["loss_lcl"] == 0.0 for r in rows if "loss_lcl" in r)
+    assert all(r["G_size"] == N_TRAIN and "G_precision" not in r for r in rows)
+    assert trainer.in_G.all()
+    np.testing.assert_array_equal(trainer.labels, labels.given)  # no label correction
+    frame = store.read_traces(tmp_path / "t" / "epochs")
+    assert frame["lof_score"].isna().all()
+    assert frame["in_G"].all() and not frame["flipped"].any() and not frame["removed"].any()
+
+
+def test_full_method_keeps_G_a_subset_and_reports_its_precision(run_a, labels) -> None:
+    out, trainer, _ = run_a
+    frame = store.read_traces(out / "epochs")
+    assert not frame.groupby("epoch")["in_G"].all().any()  # G is never the whole set
+    for row in trainer.history:
+        rows = frame[frame["epoch"] == row["epoch"]]
+        in_G = rows["in_G"].to_numpy()
+        correct = rows["label"].to_numpy() == labels.clean
+        assert row["G_size"] == in_G.sum()
+        assert row["G_precision"] == pytest.approx(100.0 * correct[in_G].mean())
+        assert row["G_recall"] == pytest.approx(100.0 * in_G[correct].mean())
+    assert all(0 < r["G_precision"] <= 100 for r in trainer.history)
+    assert all(r["train_samples"] < N_TRAIN for r in trainer.history if "train_samples" in r)
+
+
+# -- 5. checkpoint errors -----------------------------------------------------------------------
+
+
+def test_corrupt_checkpoint_is_a_user_error_naming_the_file(tmp_path) -> None:
+    path = tmp_path / engine.CHECKPOINT
+    path.write_bytes(b"\x00garbage, not a torch zip archive" * 10)
+    with pytest.raises(UserError, match="unreadable checkpoint") as err:
+        engine.load_checkpoint(path)
+    assert str(path) in str(err.value)
+
+
+def test_truncated_checkpoint_is_a_user_error(tmp_path, warm) -> None:
+    path = tmp_path / engine.CHECKPOINT
+    path.write_bytes(warm.read_bytes()[: warm.stat().st_size // 2])
+    with pytest.raises(UserError, match=str(path)):
+        engine.load_checkpoint(path)
+
+
+def test_missing_checkpoint_is_a_user_error(tmp_path, cell, data, labels) -> None:
+    path = tmp_path / "nowhere" / engine.CHECKPOINT
+    with pytest.raises(UserError, match="checkpoint not found") as err:
+        engine.load_checkpoint(path)
+    assert str(path) in str(err.value)
+    with pytest.raises(UserError, match="not found"):  # a stage started before its predecessor
+        engine.run_train(cell, data, labels, path, tmp_path / "t")
+
+
+def test_corrupt_checkpoint_in_the_output_directory_stops_a_resume(tmp_path, cell, data, labels, warm) -> None:
+    (tmp_path / engine.CHECKPOINT).write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="delete it and rerun"):
+        engine.run_train(cell, data, labels, warm, tmp_path, fingerprint="fp")
+
+
+# -- 6. evaluation ------------------------------------------------------------------------------
+
+
+def test_evaluate_checkpoint_metrics(run_a, cell, data, labels) -> None:
+    checkpoint = run_a[0] / engine.CHECKPOINT
+    metrics = engine.evaluate_checkpoint(cell, data, labels, checkpoint)
+    assert metrics["knn_labels"] == "clean"
+    assert set(metrics) == {"knn_labels", "test/top1", "test/top5", "test/knn"}
+    for key in ("test/top1", "test/top5", "test/knn"):
+        assert 0.0 <= metrics[key] <= 100.0
+    assert metrics["test/top5"] == 100.0  # 4 classes: top-5 is capped at top-4
+    assert metrics["test/top1"] == run_a[1].history[-1]["test_top1"]
+
+    real = engine.TrainingLabels(given=labels.given, clean=None, init_G=np.ones(N_TRAIN, dtype=bool))
+    current = engine.evaluate_checkpoint(cell, data, real, checkpoint)
+    assert current["knn_labels"] == "current"
+    assert 0.0 <= current["test/knn"] <= 100.0
+    assert current["test/top1"] == metrics["test/top1"]
+
+    forced = make_cell(evaluate={"knn_labels": "clean"})
+    with pytest.raises(UserError, match="no clean labels"):
+        engine.evaluate_checkpoint(forced, data, real, checkpoint)
+
+
+# -- 7-8. helpers -------------------------------------------------------------------------------
+
+
+def test_class_centre_distance_on_a_hand_example() -> None:
+    features = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0.6, 0.8, 0], [0, 1, 0]], dtype=np.float32)
+    labels = np.array([0, 0, 0, 1, 2])
+    in_G = np.array([True, True, False, True, False])  # class 2 has no member of G
+    dist = engine.class_centre_distance(features, labels, in_G, num_classes=3)
+    assert dist.dtype == np.float32 and dist.shape == (5,)
+    centre0 = np.array([1, 1, 0]) / np.sqrt(2)  # normalised mean of G's class-0 members
+    expected = [np.linalg.norm(features[i] - centre0) for i in range(3)]
+    np.testing.assert_allclose(dist[:3], expected, rtol=1e-6)
+    assert dist[0] == pytest.approx(np.sqrt(2 - np.sqrt(2)))
+    assert dist[2] == pytest.approx(np.sqrt(2))  # not in G, still measured to its label's centre
+    assert dist[3] == pytest.approx(0.0, abs=1e-6)  # the only member of class 1 is its centre
+    assert np.isnan(dist[4])
+
+
+def test_lr_at_is_a_step_schedule() -> None:
+    values = [engine.lr_at(e, 0.1, [125, 200], 0.1) for e in (0, 124, 125, 199, 200, 249)]
+    assert values == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    assert engine.lr_at(5, 0.5, [], 0.1) == 0.5
+    assert engine.lr_at(3, 1.0, [3, 3], 0.5) == 0.25  # a repeated milestone applies twice, as MultiStepLR
