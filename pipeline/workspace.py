@@ -9,6 +9,7 @@ quick profile never touches the project's own data/ or mlflow.db.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -70,8 +71,12 @@ def quickstart(directory: Path, *, profile: str = "quick", force: bool = False) 
     return directory
 
 
-def _run(command: list[str], cwd: Path) -> None:
-    result = subprocess.run(command, cwd=cwd)
+def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    # dvc.yaml calls `python -m pipeline.cli`: put this interpreter's venv first on PATH so the
+    # stages run with the same installation even when the venv is not activated.
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = subprocess.run(command, cwd=cwd, env=env)
     if result.returncode != 0:
         raise UserError(f"`{' '.join(command[1:] if command[0] == sys.executable else command)}` "
                         f"failed in {cwd} (exit {result.returncode}); see the output above")
+    return result

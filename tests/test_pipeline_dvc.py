@@ -1,0 +1,101 @@
+"""The real `dvc repro` of a tiny profile in a temporary git + DVC workspace.
+
+Slow (about two minutes on 2 cores: every stage is a fresh Python process), so it is
+marked `slow`; CI runs it after the fast suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import tracking, workspace
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "data": {"dataset": "digits"},
+    "noise": {"kind": "sym", "rate": 0.5, "sym_convention": "other", "init_per_class": 10},
+    "model": {"width": 4, "proj_dim": 16},
+    "method": {"queue_size": 256},
+    "optim": {"epochs": 3, "warmup_epochs": 1, "lr_milestones": [], "batch_size": 128},
+    "train": {"feature_every": 2},
+    "finetune": {"epochs": 1, "batch_size": 128},
+    "evaluate": {"knn_k": 10},
+    "runtime": {"threads": 1, "workers": 0, "progress": "log"},
+    "tracking": {"experiment": "tiny"},
+    "report": {"figure_cell": "t-full"},
+    "runs": {
+        "t-full": {},
+        "t-ce": {"finetune": {"epochs": 0}, "method": {k: False for k in (
+            "lof", "confidence_set", "removal", "contrastive", "mixup", "label_correction")}},
+    },
+}
+
+
+def dvc(ws: Path, *args: str) -> str:
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    out = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=ws, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout + out.stderr
+
+
+def ran_stages(log: str) -> set[str]:
+    return {line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")}
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ws")
+    params = root / "tiny.yaml"
+    params.write_text(yaml.safe_dump(TINY))
+    ws = workspace.create(root / "ws", params)
+    subprocess.run([sys.executable, "-m", "pipeline.cli", "prepare-tracking"], cwd=ws, check=True)
+    ws.joinpath("first.log").write_text(dvc(ws, "repro"))
+    return ws
+
+
+def test_first_repro_runs_every_stage_and_writes_all_outputs(ws: Path) -> None:
+    ran = ran_stages(ws.joinpath("first.log").read_text())
+    expected = {f"{s}@{c}" for s in ("noise", "warmup", "train", "finetune", "evaluate") for c in TINY["runs"]}
+    assert ran == expected | {"report"}
+    for cell in TINY["runs"]:
+        assert (ws / "data" / "labels" / f"{cell}.parquet").exists()
+        metrics = json.loads((ws / "metrics" / f"{cell}.json").read_text())
+        assert metrics["status"] == "done" and 0 <= metrics["train"]["test/top1"] <= 100
+    traces = ws / "data" / "runs" / "t-full" / "train" / "epochs"
+    assert sorted(p.name for p in traces.iterdir()) == ["epoch=0001", "epoch=0002", "epoch=0003"]
+    for name in ("report.md", "table1.csv", "table3.csv", "fig5a.png", "fig5b.png"):
+        assert (ws / "reports" / name).stat().st_size > 0
+    assert "t-full" in dvc(ws, "metrics", "show")
+
+
+def test_mlflow_holds_one_parent_per_cell_with_tags_and_nested_stages(ws: Path) -> None:
+    uri = f"sqlite:///{ws / 'mlflow.db'}"
+    parents = tracking.find_cell_runs(uri, "tiny")
+    assert sorted(parents["tags.mtadcs.cell"]) == ["t-ce", "t-full"]
+    full = parents[parents["tags.mtadcs.cell"] == "t-full"].iloc[0]
+    assert full["tags.dataset"] == "digits" and full["tags.noise"] == "sym" and full["tags.rate"] == "0.5"
+    assert full["tags.git_commit"] and "metrics.train/test/top1" in parents.columns
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    children = client.search_runs([client.get_experiment_by_name("tiny").experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{full['run_id']}'")
+    assert sorted(c.data.tags["mtadcs.stage"] for c in children) == ["evaluate", "finetune", "noise", "train", "warmup"]
+
+
+def test_second_repro_runs_nothing_and_a_finetune_edit_reruns_only_its_descendants(ws: Path) -> None:
+    assert ran_stages(dvc(ws, "repro")) == set()
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    params["finetune"]["lr"] = 0.002
+    (ws / "params.yaml").write_text(yaml.safe_dump(params))
+    ran = ran_stages(dvc(ws, "repro"))
+    assert ran == {"finetune@t-full", "finetune@t-ce", "evaluate@t-full", "evaluate@t-ce", "report"}
