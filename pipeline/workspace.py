@@ -43,7 +43,7 @@ def create(directory: Path, params_file: Path, project: Path = PROJECT) -> Path:
             shutil.rmtree(target)
         shutil.copytree(project / name, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copy2(project / "dvc.yaml", directory / "dvc.yaml")
-    shutil.copy2(params_file, directory / "params.yaml")
+    (directory / "params.yaml").write_text(_anchor_data_paths(params_file.read_text(), project))
     (directory / ".gitignore").write_text("__pycache__/\n/mlflow.db\n/mlflow.db.lock\n/data/raw/\n")
     if not (directory / ".git").exists():
         _run(["git", "init", "-q"], directory)
@@ -51,6 +51,22 @@ def create(directory: Path, params_file: Path, project: Path = PROJECT) -> Path:
         _run([sys.executable, "-m", "dvc", "init", "-q"], directory)
         _run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], directory)
     return directory
+
+
+def _anchor_data_paths(text: str, project: Path) -> str:
+    """Make relative `data.path`s absolute against the project (e.g. ../shared/data/…), so the
+    workspace reads the same files; other text of the profile is kept as written."""
+    import yaml
+
+    params = yaml.safe_load(text)
+    sections = [params.get("data") or {}, *((cell or {}).get("data") or {} for cell in (params.get("runs") or {}).values())]
+    changed = False
+    for data in sections:
+        path = data.get("path")
+        if path and not Path(path).is_absolute() and (project / path).exists():
+            data["path"] = str((project / path).resolve())
+            changed = True
+    return yaml.safe_dump(params, sort_keys=False) if changed else text
 
 
 def repro(directory: Path, *targets: str) -> None:
