@@ -33,13 +33,13 @@ OFF = dict.fromkeys(("lof", "confidence_set", "removal", "contrastive", "mixup",
 
 def cell(threads: int, epochs: int, init_per_class: int, method: dict):
     raw = {
-        "data": {"dataset": "npz"}, "model": {"width": 16, "proj_dim": 128},
+        "data": {"dataset": "npz", "path": "given-to-load_dataset.npz"}, "model": {"width": 16, "proj_dim": 128},
         "noise": {"init_per_class": init_per_class},
         "method": {"queue_size": 5000, **method},
         "optim": {"epochs": epochs + 1, "warmup_epochs": 1, "lr_milestones": [], "batch_size": 128},
         "train": {"feature_every": 1},
         "runtime": {"threads": threads, "workers": 0, "progress": "log"},
-        "runs": {"bench": {"data": {"path": "unused.npz"}}},
+        "runs": {"bench": {}},
     }
     return resolve_cell(parse_params(raw, "benchmark"), "bench")
 

@@ -21,7 +21,8 @@ from torch.nn import functional as F
 
 def init_soft_labels(labels: np.ndarray | Tensor, num_classes: int) -> Tensor:
     """One-hot float32 (N, K) soft labels of the given labels, on the labels' device."""
-    labels = torch.as_tensor(labels)
+    # np.array copies: label arrays read from Parquet are read-only, which torch warns about
+    labels = labels if isinstance(labels, Tensor) else torch.from_numpy(np.array(labels))
     _check_labels("labels", labels, num_classes)
     return F.one_hot(labels.long(), num_classes).float()
 

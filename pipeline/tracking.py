@@ -577,3 +577,22 @@ def _run_row(run: Any) -> dict[str, Any]:
     row.update({f"tags.{k}": v for k, v in run.data.tags.items()})
     row.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
     return row
+
+
+def log_report(uri: str, experiment: str, report_dir: str | Path, tags: Mapping[str, str]) -> str:
+    """One top-level run 'report' holding the report's tables and figures as artifacts.
+
+    The report spans every cell, so it belongs to no cell's parent; each `dvc repro` of the
+    report stage adds a new one (tag mtadcs.role=report), the newest being the current one.
+    """
+    prepare_store(uri)
+    client = _client(uri)
+    run = client.create_run(experiment_id(uri, experiment), run_name="report",
+                            tags={"mtadcs.role": "report", **{k: str(v) for k, v in tags.items()}})
+    try:
+        client.log_artifacts(run.info.run_id, str(report_dir), "report")
+    except BaseException:
+        client.set_terminated(run.info.run_id, "FAILED")
+        raise
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 PROJECT = Path(__file__).resolve().parents[1]
 CODE = ("pipeline", "stages")
+SOURCE_COMMIT = "SOURCE_COMMIT"  # the project commit whose code the workspace snapshots
 
 
 def profile_path(profile: str, project: Path = PROJECT) -> Path:
@@ -44,6 +45,7 @@ def create(directory: Path, params_file: Path, project: Path = PROJECT) -> Path:
         shutil.copytree(project / name, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copy2(project / "dvc.yaml", directory / "dvc.yaml")
     (directory / "params.yaml").write_text(_anchor_data_paths(params_file.read_text(), project))
+    (directory / SOURCE_COMMIT).write_text(_source_commit(project) + "\n")
     (directory / ".gitignore").write_text("__pycache__/\n/mlflow.db\n/mlflow.db.lock\n/data/raw/\n")
     if not (directory / ".git").exists():
         _run(["git", "init", "-q"], directory)
@@ -51,6 +53,16 @@ def create(directory: Path, params_file: Path, project: Path = PROJECT) -> Path:
         _run([sys.executable, "-m", "dvc", "init", "-q"], directory)
         _run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], directory)
     return directory
+
+
+def _source_commit(project: Path) -> str:
+    """HEAD of the project, marked '-dirty' when its code differs from that commit."""
+    from pipeline.tracking import git_commit
+
+    commit = git_commit(project) or "unknown"
+    status = subprocess.run(["git", "status", "--porcelain", "--", *CODE, "dvc.yaml"], cwd=project,
+                            capture_output=True, text=True)
+    return commit + ("-dirty" if status.returncode == 0 and status.stdout.strip() else "")
 
 
 def _anchor_data_paths(text: str, project: Path) -> str:

@@ -21,6 +21,7 @@ from pipeline.engine import TrainingLabels
 from pipeline.layout import CellPaths
 from pipeline.noise import read_label_file
 from pipeline.runtime import atomic_path, write_text_atomic
+from pipeline.workspace import SOURCE_COMMIT
 
 log = logging.getLogger(__name__)
 NOT_RUN = "not run"
@@ -117,6 +118,15 @@ def cell_tags(cell: CellConfig) -> dict[str, str]:
     }
 
 
+def code_commit(root: Path) -> str:
+    """The commit of the code that runs: the project's HEAD, or in a quickstart workspace
+    (whose own repo has no commits) the project commit it was made from."""
+    snapshot = root / SOURCE_COMMIT
+    if snapshot.exists():
+        return snapshot.read_text().strip()
+    return tracking.git_commit(root) or "unknown"
+
+
 @contextlib.contextmanager
 def stage_run(ctx: StageContext, stage: str, labels_file: Path | None = None) -> Iterator[tracking.StageRun]:
     """The MLflow child run of this stage under the cell's parent run, with params and tags."""
@@ -124,7 +134,7 @@ def stage_run(ctx: StageContext, stage: str, labels_file: Path | None = None) ->
     uri = tracking.default_tracking_uri(ctx.root)
     labels_digest = tracking.file_digest(labels_file or ctx.paths.labels) if t.enabled else ""
     tags = cell_tags(ctx.cell) | {
-        "git_commit": tracking.git_commit(ctx.root) or "unknown",
+        "git_commit": code_commit(ctx.root),
         "dvc_lock": tracking.dvc_lock_digest(ctx.root, f"{stage}@{ctx.cell.name}") or "none",
     }
     with tracking.stage_run(uri=uri, experiment=t.experiment, cell=ctx.cell.name, stage=stage,

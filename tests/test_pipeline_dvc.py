@@ -83,13 +83,17 @@ def test_mlflow_holds_one_parent_per_cell_with_tags_and_nested_stages(ws: Path) 
     assert sorted(parents["tags.mtadcs.cell"]) == ["t-ce", "t-full"]
     full = parents[parents["tags.mtadcs.cell"] == "t-full"].iloc[0]
     assert full["tags.dataset"] == "digits" and full["tags.noise"] == "sym" and full["tags.rate"] == "0.5"
-    assert full["tags.git_commit"] and "metrics.train/test/top1" in parents.columns
+    assert full["tags.git_commit"] not in ("", "unknown") and "metrics.train/test/top1" in parents.columns
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
     children = client.search_runs([client.get_experiment_by_name("tiny").experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{full['run_id']}'")
     assert sorted(c.data.tags["mtadcs.stage"] for c in children) == ["evaluate", "finetune", "noise", "train", "warmup"]
+    report = client.search_runs([client.get_experiment_by_name("tiny").experiment_id],
+                                filter_string="tags.`mtadcs.role` = 'report'")
+    artifacts = {a.path for a in client.list_artifacts(report[0].info.run_id, "report")}
+    assert {"report/report.md", "report/fig5a.png", "report/table1.csv"} <= artifacts
 
 
 def test_second_repro_runs_nothing_and_a_finetune_edit_reruns_only_its_descendants(ws: Path) -> None:
