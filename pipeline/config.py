@@ -107,7 +107,9 @@ class MethodConfig(Section):
     # Label correction (Eq. 7); alpha is rescaled to the schedule when reference epochs are set
     lc_alpha: float = Field(0.01, gt=0.0, le=1.0)
     lc_gamma: float = Field(0.8, gt=0.0, lt=1.0)
-    lc_alpha_reference_epochs: int | None = Field(None, ge=1)
+    # Label-correction rounds of the schedule alpha was set for (paper: 250 - 10 warm-up = 240); when
+    # set, alpha is rescaled so this run's T_max - T_P rounds decay the given label as those did.
+    lc_alpha_reference_rounds: int | None = Field(None, ge=1)
     # Training augmentation (RandAugment, two views)
     randaugment_ops: int = Field(2, ge=0)
     randaugment_magnitude: int = Field(9, ge=0, le=30)
@@ -152,13 +154,13 @@ class EvaluateConfig(Section):
     knn_k: int = Field(200, ge=1)
     knn_temperature: float = Field(0.1, gt=0.0)
     knn_labels: Literal["auto", "clean", "current"] = "auto"  # auto: clean where known
-    batch_size: int = Field(512, ge=1)
 
 
 class RuntimeConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0)  # 0: leave torch's default
     workers: int = Field(0, ge=0)  # DataLoader worker processes
+    eval_batch_size: int = Field(512, ge=1)  # feature extraction and evaluation (no gradients)
     amp: bool = True  # autocast on CUDA only
     channels_last: bool = True
     seed: int = Field(0, ge=0)

@@ -4,13 +4,14 @@ One `Trainer` owns everything that must survive a restart: the model, its moment
 encoder and labelled queue, the optimizer, and the per-sample state (confidence mask G,
 current labels, soft labels). A checkpoint holds all of it and is written atomically
 after every epoch; loading it with `weights_only=True` and continuing gives the same
-masks and metrics as an uninterrupted run, because every source of randomness
+masks and metrics as an uninterrupted run on CPU (bit for bit; on CUDA, cudnn autotuning
+and bf16 make runs close but not identical), because every source of randomness
 (shuffling, augmentation, mixup) is re-seeded from (seed, epoch) at each epoch start.
 
 Order inside one selection epoch t (Algorithm 1, with one feature extraction per epoch):
 train on G (Eq. 6) → extract f and ŷ with the model at the end of t → label correction
 (Eq. 7) → selection from Ḡ (Eq. 2) and removal from G (Eq. 3), giving the G that epoch
-t+1 trains on. The train phase opens with one extraction and selection on the warmed-up
+t+1 trains on. After the last epoch only Eq. 7 runs, as Algorithm 1 ends there. The train phase opens with one extraction and selection on the warmed-up
 model (recorded as epoch T_P), so epoch T_P+1 already trains on the first selection,
 exactly as Algorithm 1 line 5 asks.
 """
@@ -44,7 +45,7 @@ from pipeline.evaluate import knn_accuracy, topk_accuracy
 from pipeline.losses import mixup, soft_cross_entropy
 from pipeline.models import build_model
 from pipeline.runtime import Progress, atomic_path, configure, show_bar
-from pipeline.selection import confidence_set_quality, update_confidence_set
+from pipeline.selection import SelectionResult, confidence_set_quality, update_confidence_set
 
 log = logging.getLogger(__name__)
 
@@ -218,8 +219,8 @@ class Trainer:
             "in_G": torch.as_tensor(self.in_G), "labels": torch.as_tensor(self.labels), "soft": self.soft,
             "history": self.history,
         }
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            torch.save(state, f)  # a file object, not the path: the temp name would enter the zip
 
     def load(self, path: Path, *, weights_only_model: bool = False) -> dict:
         """Restore from `path`; with weights_only_model, take the model and per-sample state only
@@ -253,14 +254,19 @@ def load_checkpoint(path: str | Path) -> dict:
         raise UserError(f"{path}: unreadable checkpoint ({type(err).__name__}); delete it and rerun the stage") from None
 
 
-def _resume_point(trainer: Trainer, out_dir: Path, phase: str, fingerprint: str) -> bool:
-    """Continue from out_dir's checkpoint when it belongs to this phase and these inputs."""
-    path = out_dir / CHECKPOINT
+def _matches(path: Path, phase: str, fingerprint: str) -> bool:
     if not path.exists():
         return False
     state = load_checkpoint(path)
-    if state.get("phase") != phase or state.get("fingerprint") != fingerprint:
-        log.info("%s: checkpoint in %s is from other inputs; starting afresh", phase, out_dir)
+    return state.get("phase") == phase and state.get("fingerprint") == fingerprint
+
+
+def _resume_point(trainer: Trainer, out_dir: Path, phase: str, fingerprint: str) -> bool:
+    """Continue from out_dir's checkpoint when it belongs to this phase and these inputs."""
+    path = out_dir / CHECKPOINT
+    if not _matches(path, phase, fingerprint):
+        if path.exists():
+            log.info("%s: checkpoint in %s is from other inputs; starting afresh", phase, out_dir)
         return False
     trainer.load(path)
     log.info("%s: resuming after epoch %d", phase, trainer.epoch)
@@ -317,7 +323,8 @@ def run_warmup(cell: CellConfig, data: Dataset, labels: TrainingLabels, out_dir:
         while trainer.epoch < o.warmup_epochs:
             record = _train_one(trainer, "warmup", views, progress, labels.clean)
             _finish_epoch(trainer, record, out_dir / CHECKPOINT, fingerprint, progress, on_epoch)
-    trainer.save(out_dir / CHECKPOINT, "warmup", fingerprint)  # also for T_P = 0
+    if not (out_dir / CHECKPOINT).exists():  # T_P = 0: the untrained model is the warm-up result
+        trainer.save(out_dir / CHECKPOINT, "warmup", fingerprint)
     return trainer
 
 
@@ -353,6 +360,7 @@ def run_train(cell: CellConfig, data: Dataset, labels: TrainingLabels, warmup_ch
     trainer = Trainer(cell, data, labels, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
                       contrastive=m.contrastive)
     traces = out_dir / "epochs"
+    _warn_if_correction_cannot_flip(cell)
     if not _resume_point(trainer, out_dir, "train", fingerprint):
         trainer.load(Path(warmup_checkpoint))  # warm-up's optimizer and queue carry on
         trainer.history = []
@@ -371,19 +379,34 @@ def run_train(cell: CellConfig, data: Dataset, labels: TrainingLabels, warmup_ch
     return trainer
 
 
+def correction_alpha(cell: CellConfig) -> float:
+    """Eq. 7's alpha for this schedule (rescaled when lc_alpha_reference_rounds is set)."""
+    m, rounds = cell.method, cell.optim.epochs - cell.optim.warmup_epochs
+    if m.lc_alpha_reference_rounds and rounds > 0:
+        return scaled_alpha(m.lc_alpha, rounds, m.lc_alpha_reference_rounds)
+    return m.lc_alpha
+
+
+def _warn_if_correction_cannot_flip(cell: CellConfig) -> None:
+    rounds = cell.optim.epochs - cell.optim.warmup_epochs
+    reachable = 1.0 - (1.0 - correction_alpha(cell)) ** rounds
+    if cell.method.label_correction and rounds > 0 and reachable <= cell.method.lc_gamma:
+        log.warning("label correction can never flip a label: after %d rounds another class reaches at most "
+                    "%.2f <= lc_gamma %.2f; set method.lc_alpha_reference_rounds: 240 or raise lc_alpha",
+                    rounds, reachable, cell.method.lc_gamma)
+
+
 def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces: Path, *, correct: bool) -> dict:
     """Extract → label correction (Eq. 7) → selection and removal (Eq. 2-3) → trace."""
     cell, m = trainer.cell, trainer.cell.method
     start = time.perf_counter()
-    ext = trainer.extract(trainer.data.train, cell.evaluate.batch_size, progress)
+    ext = trainer.extract(trainer.data.train, cell.runtime.eval_batch_size, progress)
     preds = ext.preds
     time_extract = time.perf_counter() - start
     flipped = np.zeros(len(preds), dtype=bool)
     protected = labels.init_G if (labels.verified and m.keep_verified) else None
     if correct:
-        alpha = m.lc_alpha
-        if m.lc_alpha_reference_epochs:
-            alpha = scaled_alpha(m.lc_alpha, cell.optim.epochs, m.lc_alpha_reference_epochs)
+        alpha = correction_alpha(cell)
         soft, new_labels, flips = correct_labels(trainer.soft, torch.as_tensor(trainer.labels), torch.as_tensor(preds),
                                                  alpha=alpha, gamma=m.lc_gamma)
         flipped = flips.numpy()
@@ -393,22 +416,39 @@ def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces
         trainer.labels = np.where(flipped, new_labels.numpy(), trainer.labels)
         trainer.in_G[flipped] = False  # a flipped label is no longer trusted
     start = time.perf_counter()
-    space = ext.features if m.lof_space == "feature" else ext.projections
-    backend = m.lof_backend if m.lof_backend != "auto" else ("torch" if trainer.device.type == "cuda" else "sklearn")
-    result = update_confidence_set(
-        trainer.in_G, space, trainer.labels, preds, trainer.data.num_classes, lof=m.lof,
-        confidence_set=m.confidence_set, removal=m.removal, n_neighbors=m.lof_neighbors,
-        threshold=m.lof_threshold, backend=backend, protected=protected)
+    if trainer.epoch >= cell.optim.epochs > cell.optim.warmup_epochs:
+        result = _no_selection(trainer.in_G)  # Algorithm 1 ends with Eq. 7: G after it is the final G
+    else:
+        result = _select_and_remove(trainer, ext, preds, protected)
     trainer.in_G = result.in_G
     time_lof = time.perf_counter() - start
     start = time.perf_counter()
     _write_trace(trainer, labels, ext, result, flipped, traces)
     time_store = time.perf_counter() - start
-    test_top1 = _test_top1(trainer, cell.evaluate.batch_size)
+    test_top1 = _test_top1(trainer, cell.runtime.eval_batch_size)
     return {"phase": "train", "epoch": trainer.epoch, "selected": int(result.selected.sum()),
             "removed": int(result.removed.sum()), "flipped": int(flipped.sum()), "test_top1": test_top1,
             "time_extract": time_extract, "time_lof": time_lof, "time_store": time_store,
             **_quality(trainer, labels.clean)}
+
+
+def _select_and_remove(trainer: Trainer, ext: Extraction, preds: np.ndarray,
+                       protected: np.ndarray | None) -> SelectionResult:
+    m = trainer.cell.method
+    space = ext.features if m.lof_space == "feature" else ext.projections
+    backend = m.lof_backend if m.lof_backend != "auto" else ("torch" if trainer.device.type == "cuda" else "sklearn")
+    if backend == "torch":
+        space = torch.from_numpy(space).to(trainer.device)  # LOF on the GPU when there is one
+    return update_confidence_set(
+        trainer.in_G, space, trainer.labels, preds, trainer.data.num_classes, lof=m.lof,
+        confidence_set=m.confidence_set, removal=m.removal, n_neighbors=m.lof_neighbors,
+        threshold=m.lof_threshold, backend=backend, protected=protected)
+
+
+def _no_selection(in_G: np.ndarray) -> SelectionResult:
+    n = len(in_G)
+    none = np.zeros(n, dtype=bool)
+    return SelectionResult(selected=none, removed=none, lof_score=np.full(n, np.nan, dtype=np.float32), in_G=in_G)
 
 
 def class_centre_distance(features: np.ndarray, labels: np.ndarray, in_G: np.ndarray, num_classes: int) -> np.ndarray:
@@ -457,9 +497,10 @@ def run_finetune(cell: CellConfig, data: Dataset, labels: TrainingLabels, train_
             trainer.epoch += 1
             record = {"phase": "finetune", "epoch": trainer.epoch, "lr": f.lr, **stats,
                       "time_train": time.perf_counter() - start,
-                      "test_top1": _test_top1(trainer, cell.evaluate.batch_size)}
+                      "test_top1": _test_top1(trainer, cell.runtime.eval_batch_size)}
             _finish_epoch(trainer, record, out_dir / CHECKPOINT, fingerprint, progress, on_epoch)
-    trainer.save(out_dir / CHECKPOINT, "finetune", fingerprint)  # also for 0 epochs
+    if f.epochs == 0 and not _matches(out_dir / CHECKPOINT, "finetune", fingerprint):
+        trainer.save(out_dir / CHECKPOINT, "finetune", fingerprint)  # no fine-tuning: the train result
     return trainer
 
 
@@ -468,14 +509,14 @@ def evaluate_checkpoint(cell: CellConfig, data: Dataset, labels: TrainingLabels,
     trainer = Trainer(cell, data, labels, lr=0.0, momentum=0.0, weight_decay=0.0, contrastive=False)
     trainer.load(Path(checkpoint), weights_only_model=True)
     e = cell.evaluate
-    train = trainer.extract(data.train, e.batch_size)
+    train = trainer.extract(data.train, cell.runtime.eval_batch_size)
     use_clean = labels.clean is not None and e.knn_labels in ("auto", "clean")
     if e.knn_labels == "clean" and labels.clean is None:
         raise UserError("evaluate.knn_labels is 'clean' but this dataset has no clean labels; use 'auto' or 'current'")
     vote_labels = labels.clean if use_clean else trainer.labels
     metrics: dict = {"knn_labels": "clean" if use_clean else "current"}
     for i, (name, split) in enumerate(data.tests.items()):
-        out = trainer.extract(split, e.batch_size)
+        out = trainer.extract(split, cell.runtime.eval_batch_size)
         targets = torch.as_tensor(split.labels)
         for key, value in topk_accuracy(out.logits, targets, ks=(1, 5)).items():
             metrics[f"{name}/{key}"] = value

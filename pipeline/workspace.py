@@ -66,18 +66,20 @@ def _source_commit(project: Path) -> str:
 
 
 def _anchor_data_paths(text: str, project: Path) -> str:
-    """Make relative `data.path`s absolute against the project (e.g. ../shared/data/…), so the
-    workspace reads the same files; other text of the profile is kept as written."""
+    """Make relative input paths (data.path, data.ilsvrc_root, noise.file) absolute against the
+    project (e.g. ../shared/data/…), so the workspace reads the same files; a profile with
+    none is kept as written."""
     import yaml
 
     params = yaml.safe_load(text)
-    sections = [params.get("data") or {}, *((cell or {}).get("data") or {} for cell in (params.get("runs") or {}).values())]
+    scopes = [params, *((cell or {}) for cell in (params.get("runs") or {}).values())]
     changed = False
-    for data in sections:
-        path = data.get("path")
-        if path and not Path(path).is_absolute() and (project / path).exists():
-            data["path"] = str((project / path).resolve())
-            changed = True
+    for scope in scopes:
+        for section, key in (("data", "path"), ("data", "ilsvrc_root"), ("noise", "file")):
+            value = (scope.get(section) or {}).get(key)
+            if value and not Path(value).is_absolute() and (project / value).exists():
+                scope[section][key] = str((project / value).resolve())
+                changed = True
     return yaml.safe_dump(params, sort_keys=False) if changed else text
 
 
@@ -89,6 +91,8 @@ def repro(directory: Path, *targets: str) -> None:
 
 def quickstart(directory: Path, *, profile: str = "quick", force: bool = False) -> Path:
     directory = directory.resolve()
+    if directory.exists() and not directory.is_dir():
+        raise UserError(f"{directory} is a file: pass --dir a directory for the workspace")
     if directory.exists() and any(directory.iterdir()) and not force:
         raise UserError(f"{directory} already exists: pass --force to reuse it, or --dir elsewhere")
     create(directory, profile_path(profile))

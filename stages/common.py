@@ -25,6 +25,7 @@ from pipeline.workspace import SOURCE_COMMIT
 
 log = logging.getLogger(__name__)
 NOT_RUN = "not run"
+CODE_ROOT = Path(__file__).resolve().parents[1]  # the directory holding pipeline/ and stages/
 
 
 @dataclass
@@ -101,6 +102,10 @@ def write_not_run(out_dir: Path, reason: str) -> None:
     """Outputs of a stage that cannot run here, so DVC sees its outs and the report says why."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "status.json", {"status": NOT_RUN, "reason": reason})
+
+
+def clear_not_run(out_dir: Path) -> None:
+    (out_dir / "status.json").unlink(missing_ok=True)
 
 
 def is_not_run(out_dir: Path) -> bool:

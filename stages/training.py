@@ -7,11 +7,14 @@ from __future__ import annotations
 from pipeline import engine
 from pipeline.engine import CHECKPOINT
 from stages.common import (
+    CODE_ROOT,
     StageContext,
+    clear_not_run,
     digest,
     is_not_run,
     load_data,
     load_labels,
+    resolve_path,
     stage_run,
     write_history,
     write_not_run,
@@ -19,9 +22,18 @@ from stages.common import (
 
 PHASE_INPUTS = {  # the config sections a phase's result depends on (what its fingerprint covers)
     "warmup": ("data", "noise", "model", "method", "optim"),
-    "train": ("data", "noise", "model", "method", "optim", "train", "evaluate"),
-    "finetune": ("data", "noise", "model", "method", "optim", "train", "finetune", "evaluate"),
+    "train": ("data", "noise", "model", "method", "optim", "train"),
+    "finetune": ("data", "noise", "model", "method", "optim", "train", "finetune"),
 }
+# The code a training phase runs: dvc.yaml lists these as deps of warmup/train/finetune, and
+# the resume fingerprint hashes them, so a code change restarts a persisted stage instead of
+# resuming (or silently keeping) a result the old code made. tests/test_dvc_yaml.py checks both agree.
+TRAINING_CODE = (
+    "pipeline/engine.py", "pipeline/models.py", "pipeline/augment.py", "pipeline/contrastive.py",
+    "pipeline/losses.py", "pipeline/selection.py", "pipeline/correction.py", "pipeline/evaluate.py",
+    "pipeline/store.py", "pipeline/data.py", "pipeline/runtime.py", "pipeline/config.py",
+    "stages/training.py", "stages/common.py",
+)
 PREVIOUS = {"warmup": None, "train": "warmup", "finetune": "train"}
 
 
@@ -31,11 +43,15 @@ def run(ctx: StageContext, stage: str) -> None:
     if ctx.skip_reason or (previous and is_not_run(ctx.paths.stage_dir(previous))):
         write_not_run(out_dir, ctx.skip_reason or f"{previous} did not run")
         return
+    clear_not_run(out_dir)  # the out dir persists: a "not run" from an earlier run must go
     data = load_data(ctx)
     labels = load_labels(ctx, data)
     before = ctx.paths.stage_dir(previous) / CHECKPOINT if previous else None
-    config = {s: getattr(ctx.cell, s).model_dump() for s in PHASE_INPUTS[stage]}
-    fingerprint = digest(config, ctx.paths.labels, *([before] if before else []))
+    config = {s: getattr(ctx.cell, s).model_dump() for s in PHASE_INPUTS[stage]} | {"seed": ctx.cell.runtime.seed}
+    code = [CODE_ROOT / name for name in TRAINING_CODE]
+    data_file = resolve_path(ctx, ctx.cell.data.path)
+    inputs = [ctx.paths.labels, *code, *([before] if before else []), *([data_file] if data_file and data_file.is_file() else [])]
+    fingerprint = digest(config, *inputs)
     with stage_run(ctx, stage) as tracker:
         if stage == "warmup":
             trainer = engine.run_warmup(ctx.cell, data, labels, out_dir, fingerprint=fingerprint,

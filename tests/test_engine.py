@@ -44,9 +44,9 @@ PARAMS = {
     "optim": {"epochs": T_MAX, "warmup_epochs": T_P, "lr": 0.05, "lr_milestones": [11], "batch_size": 8},
     "train": {"feature_every": FEATURE_EVERY},
     "finetune": {"epochs": FINETUNE_EPOCHS, "lr": 0.01, "batch_size": 16},
-    "evaluate": {"knn_k": 20, "batch_size": 64},
+    "evaluate": {"knn_k": 20},
     "runtime": {"device": "cpu", "threads": 1, "workers": 0, "progress": "log", "amp": False,
-                "channels_last": False, "seed": 0},
+                "channels_last": False, "seed": 0, "eval_batch_size": 64},
     "tracking": {"enabled": False},
 }
 
@@ -341,7 +341,10 @@ def test_trace_columns_follow_the_selection_rules(run_a, labels, cell) -> None:
         assert not (selected & ~scored).any()
         assert (rows["lof_score"].to_numpy()[selected] <= cell.method.lof_threshold).all()
         assert not (removed & (pred == label)).any()
-        assert not (in_G & (pred != label)).any()  # removal leaves no disagreeing member
+        if epoch == T_MAX:  # Algorithm 1 ends with Eq. 7: no selection or removal after the last epoch
+            assert not selected.any() and not removed.any() and not scored.any()
+        else:
+            assert not (in_G & (pred != label)).any()  # removal leaves no disagreeing member
         previous_G, previous_label = in_G, label
     assert frame["lof_score"].notna().any() and frame["lof_score"].isna().any()
     # Unscored rows are Parquet nulls, not NaN.
@@ -478,3 +481,12 @@ def test_lr_at_is_a_step_schedule() -> None:
     assert values == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
     assert engine.lr_at(5, 0.5, [], 0.1) == 0.5
     assert engine.lr_at(3, 1.0, [3, 3], 0.5) == 0.25  # a repeated milestone applies twice, as MultiStepLR
+
+
+def test_saving_the_same_state_twice_gives_identical_bytes(run_a, tmp_path) -> None:
+    # A checkpoint's bytes feed the next stage's resume fingerprint: random temp names inside
+    # the zip would make every no-op re-save restart the next stage from scratch.
+    _, trainer, _ = run_a
+    trainer.save(tmp_path / "a" / engine.CHECKPOINT, "train", "f")
+    trainer.save(tmp_path / "b" / engine.CHECKPOINT, "train", "f")
+    assert (tmp_path / "a" / engine.CHECKPOINT).read_bytes() == (tmp_path / "b" / engine.CHECKPOINT).read_bytes()
