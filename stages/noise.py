@@ -6,6 +6,11 @@ from pipeline import noise
 from pipeline.data import Dataset
 from stages.common import StageContext, load_data, resolve_path, stage_run
 
+# Datasets whose delivered labels are the clean ones (noise is injected on top). A user's
+# folder of images and WebVision come with labels of unknown correctness: no clean labels,
+# so no precision/recall, and kNN votes with the current labels.
+CLEAN_LABELLED = ("cifar10", "cifar100", "digits", "npz")
+
 
 def asym_map(ctx: StageContext) -> str:
     """noise.asym_map, or the dataset's own map (CIFAR-10/100); other datasets flip c → c+1."""
@@ -32,8 +37,7 @@ def run(ctx: StageContext) -> None:
 def make_label_table(ctx: StageContext, data: Dataset):
     n = ctx.cell.noise
     delivered = data.train.labels
-    real = n.real_noise and data.name == "webvision50"  # WebVision's labels are the noisy ones
-    clean = None if real else delivered
+    clean = delivered if data.name in CLEAN_LABELLED else None
     noisy = noise.make_noisy_labels(
         delivered, data.num_classes, kind=n.kind, rate=n.rate, convention=n.sym_convention,
         asym_map=asym_map(ctx), seed=n.seed, file=resolve_path(ctx, n.file), file_key=n.file_key,

@@ -14,3 +14,38 @@ def test_a_stale_not_run_status_is_cleared(tmp_path) -> None:
     clear_not_run(out)
     assert not is_not_run(out)
     clear_not_run(out)  # idempotent
+
+
+def _context(tmp_path, data: dict, noise: dict):
+    import yaml
+
+    from stages.common import context
+
+    params = {"data": data, "noise": noise, "tracking": {"enabled": False}, "runs": {"c": {}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return context(tmp_path, "params.yaml", "c")
+
+
+def test_a_users_folder_has_no_clean_labels_and_starts_with_everything_in_G(tmp_path) -> None:
+    from stages import noise
+    from stages.common import load_data, load_labels
+    from tests.fixtures import write_image_tree
+
+    write_image_tree(tmp_path / "imgs", {"train": {"a": 6, "b": 6}, "test": {"a": 2, "b": 2}})
+    ctx = _context(tmp_path, {"dataset": "folder", "path": "imgs"}, {"kind": "none"})
+    noise.run(ctx)
+    labels = load_labels(ctx, load_data(ctx))
+    assert labels.clean is None and labels.init_G.all() and not labels.verified
+
+
+def test_injected_noise_on_digits_keeps_clean_labels_and_a_verified_subset(tmp_path) -> None:
+    from pipeline.noise import write_label_file
+    from stages import noise
+    from stages.common import load_data, load_labels
+
+    ctx = _context(tmp_path, {"dataset": "digits"}, {"kind": "sym", "rate": 0.5, "init_per_class": 3})
+    table, metadata = noise.make_label_table(ctx, load_data(ctx))
+    assert table["clean_label"].notna().all() and table["in_initial_confidence_set"].sum() == 30
+    assert abs(metadata["realised_rate"] - 0.45) < 0.03  # 'any' convention: r (K-1)/K
+    write_label_file(table, ctx.paths.labels, metadata)
+    assert load_labels(ctx, load_data(ctx)).verified
