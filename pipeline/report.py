@@ -9,7 +9,7 @@ Why it is shaped this way:
   second cell for a slot already taken) is listed under "This project's cells": never dropped.
 - Every configured cell is shown, run or not: one that did not run (WebVision without its data)
   reads "not run" in its column, and a figure whose cells did not run is replaced by a line
-  saying so (its PNG by a placeholder, so DVC still finds its outputs). The report never fails
+  saying so (its PNG by one stating why, so DVC still finds its outputs). The report never fails
   because a run is missing.
 - Tables are at the paper's precision (0.1 points) and the difference is taken between the
   rounded numbers, so the three rows a reader compares always agree. The unrounded values
@@ -641,7 +641,7 @@ def figure5b(traces: pd.DataFrame, clean: pd.Series, path: str | Path, *,
     return distances.reset_index().rename(columns=lambda c: str(c).replace(" ", "_"))
 
 
-def placeholder_figure(message: str, path: str | Path) -> None:
+def figure_explaining_absence(message: str, path: str | Path) -> None:
     """A PNG that says why a figure is missing, so a DVC-declared output always exists."""
     fig = _new_figure(6.0, 1.5)
     fig.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
@@ -796,7 +796,7 @@ def _draw_figures(cells: FigureCells, metrics: Mapping[str, dict], out: Path, tr
     for name in ("fig4", "fig5a", "fig5b"):
         path = out / f"{name}.png"
         if name not in figs.drawn:
-            placeholder_figure(figs.notes[name], path)
+            figure_explaining_absence(figs.notes[name], path)
             log.info("%s", figs.notes[name])
         figs.paths.append(path)
     for name, columns in EMPTY_PLOT_DATA.items():

@@ -390,6 +390,6 @@ def test_figures_skipped_when_their_cells_did_not_run(tmp_path):
     assert "Figure 4 not drawn: the grid has no LOF-alone and LOF+CS cells to compare." in md
     assert "Figure 5b not drawn: cell c10-sym50 not run (stopped)." in md
     assert "Figure 5a not drawn: cell c10-sym50 not run (stopped)." in md
-    assert (tmp_path / "r" / "fig5b.png").read_bytes()[:8] == PNG_MAGIC  # placeholder for DVC
+    assert (tmp_path / "r" / "fig5b.png").read_bytes()[:8] == PNG_MAGIC  # the PNG stating why, for DVC
     assert all(p.exists() for p in paths)
     assert pd.read_csv(tmp_path / "r" / "plots" / "fig5b.csv").columns[0] == "epoch"  # header only
