@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import UserError
+from pipeline.runtime import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -459,23 +458,8 @@ def write_label_file(table: pd.DataFrame, path: str | Path, metadata: dict) -> N
     meta = dict(arrow.schema.metadata or {})
     meta[METADATA_KEY] = json.dumps(metadata, sort_keys=True, default=_json_default).encode()
     arrow = arrow.replace_schema_metadata(meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(arrow, tmp_name)
-        _fsync(tmp_name)
-        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; label files are ordinary outputs
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
-def _fsync(name: str) -> None:
-    """Flush the file to disk before the rename, so the rename never exposes a partial file."""
-    with open(name, "rb") as fh:
-        os.fsync(fh.fileno())
+    with atomic_path(path) as tmp:
+        pq.write_table(arrow, tmp)
 
 
 def _json_default(value: Any) -> Any:

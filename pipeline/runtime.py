@@ -93,7 +93,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success rename it over `path`, on failure delete it.
 
     A crash or an error mid-write therefore never leaves a half-written file, and the
-    previous version (if any) stays intact.
+    previous version (if any) stays intact. The data is flushed to disk before the rename,
+    so the rename never exposes a partial file after a power loss either.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,6 +102,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are ordinary files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
