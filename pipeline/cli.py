@@ -133,25 +133,17 @@ def _configure_logging() -> None:
 
 
 def main() -> None:
-    """Entry point: a UserError becomes one line on stderr and exit code 2, with no traceback."""
+    """Entry point: a UserError becomes one line on stderr and exit code 2, with no traceback.
+
+    Typer runs in standalone mode, so usage errors, --help and a bare `mtadcs` are handled
+    (and exit) the usual click way; anything else propagates with its traceback (a bug).
+    """
     _configure_logging()
     try:
-        app(standalone_mode=False)
+        app()
     except UserError as err:
         typer.echo(f"mtadcs: error: {err}", err=True)
         raise SystemExit(2) from None
-    except typer.Exit as exit_:
-        raise SystemExit(exit_.exit_code) from None
-    except (typer.Abort, KeyboardInterrupt):
-        typer.echo("mtadcs: interrupted", err=True)
-        raise SystemExit(130) from None
-    except Exception as err:  # click usage errors arrive here in standalone_mode=False
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            raise SystemExit(err.exit_code) from None
-        raise
 
 
 if __name__ == "__main__":
