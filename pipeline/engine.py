@@ -223,9 +223,11 @@ class Trainer:
             torch.save(state, f)  # a file object, not the path: the temp name would enter the zip
 
     def load(self, path: Path, *, weights_only_model: bool = False) -> dict:
-        """Restore from `path`; with weights_only_model, take the model and per-sample state only
-        (a new phase starting from the previous phase's result)."""
-        state = load_checkpoint(path)
+        return self.restore(load_checkpoint(path), weights_only_model=weights_only_model)
+
+    def restore(self, state: dict, *, weights_only_model: bool = False) -> dict:
+        """Restore a checkpoint's state; with weights_only_model, take the model and per-sample
+        state only (a new phase starting from the previous phase's result)."""
         self.model.load_state_dict(state["model"])
         self.in_G = state["in_G"].numpy().astype(bool)
         self.labels = state["labels"].numpy().astype(np.int64)
@@ -254,21 +256,23 @@ def load_checkpoint(path: str | Path) -> dict:
         raise UserError(f"{path}: unreadable checkpoint ({type(err).__name__}); delete it and rerun the stage") from None
 
 
-def _matches(path: Path, phase: str, fingerprint: str) -> bool:
+def _matching_state(path: Path, phase: str, fingerprint: str) -> dict | None:
+    """The checkpoint at `path` when it belongs to this phase and these inputs, else None."""
     if not path.exists():
-        return False
+        return None
     state = load_checkpoint(path)
-    return state.get("phase") == phase and state.get("fingerprint") == fingerprint
+    return state if state.get("phase") == phase and state.get("fingerprint") == fingerprint else None
 
 
 def _resume_point(trainer: Trainer, out_dir: Path, phase: str, fingerprint: str) -> bool:
     """Continue from out_dir's checkpoint when it belongs to this phase and these inputs."""
     path = out_dir / CHECKPOINT
-    if not _matches(path, phase, fingerprint):
+    state = _matching_state(path, phase, fingerprint)
+    if state is None:
         if path.exists():
             log.info("%s: checkpoint in %s is from other inputs; starting afresh", phase, out_dir)
         return False
-    trainer.load(path)
+    trainer.restore(state)
     log.info("%s: resuming after epoch %d", phase, trainer.epoch)
     return True
 
@@ -499,7 +503,7 @@ def run_finetune(cell: CellConfig, data: Dataset, labels: TrainingLabels, train_
                       "time_train": time.perf_counter() - start,
                       "test_top1": _test_top1(trainer, cell.runtime.eval_batch_size)}
             _finish_epoch(trainer, record, out_dir / CHECKPOINT, fingerprint, progress, on_epoch)
-    if f.epochs == 0 and not _matches(out_dir / CHECKPOINT, "finetune", fingerprint):
+    if f.epochs == 0 and _matching_state(out_dir / CHECKPOINT, "finetune", fingerprint) is None:
         trainer.save(out_dir / CHECKPOINT, "finetune", fingerprint)  # no fine-tuning: the train result
     return trainer
 

@@ -78,6 +78,14 @@ def stop_after(epoch: int) -> Callable[[dict], None]:
     return callback
 
 
+def record_then_stop(seen: list[dict]) -> Callable[[dict], None]:
+    """Record the first epoch's record, then interrupt the run."""
+    def callback(record: dict) -> None:
+        seen.append(record)
+        raise Interrupted(record["epoch"])
+    return callback
+
+
 def without_timing(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if not k.startswith("time_")} for row in history]
 
@@ -272,13 +280,8 @@ def test_changed_fingerprint_starts_afresh(tmp_path, cell, data, labels, warm) -
     assert engine.load_checkpoint(tmp_path / engine.CHECKPOINT)["epoch"] == T_P + 1
 
     seen: list[dict] = []
-
-    def record_then_stop(record: dict) -> None:
-        seen.append(record)
-        raise Interrupted(record["epoch"])
-
     with pytest.raises(Interrupted):
-        engine.run_train(cell, data, labels, warm, tmp_path, fingerprint="new", on_epoch=record_then_stop)
+        engine.run_train(cell, data, labels, warm, tmp_path, fingerprint="new", on_epoch=record_then_stop(seen))
     assert [r["epoch"] for r in seen] == [T_P]  # restarted from the warm-up, not from T_P + 1
     state = engine.load_checkpoint(tmp_path / engine.CHECKPOINT)
     assert state["fingerprint"] == "new" and state["epoch"] == T_P
@@ -291,13 +294,8 @@ def test_checkpoint_of_another_phase_is_not_resumed(tmp_path, cell, data, labels
     """A warm-up checkpoint found in the train directory must not be taken for a train resume."""
     (tmp_path / engine.CHECKPOINT).write_bytes(warm.read_bytes())
     seen: list[dict] = []
-
-    def record_then_stop(record: dict) -> None:
-        seen.append(record)
-        raise Interrupted(record["epoch"])
-
     with pytest.raises(Interrupted):
-        engine.run_train(cell, data, labels, warm, tmp_path, fingerprint="w", on_epoch=record_then_stop)
+        engine.run_train(cell, data, labels, warm, tmp_path, fingerprint="w", on_epoch=record_then_stop(seen))
     assert seen[0]["epoch"] == T_P and "loss" not in seen[0]  # the selection-only record of epoch T_P
     assert engine.load_checkpoint(tmp_path / engine.CHECKPOINT)["phase"] == "train"
 
