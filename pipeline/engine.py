@@ -403,6 +403,12 @@ def _warn_if_correction_cannot_flip(cell: CellConfig) -> None:
 def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces: Path, *, correct: bool) -> dict:
     """Extract → label correction (Eq. 7) → selection and removal (Eq. 2-3) → trace."""
     cell, m = trainer.cell, trainer.cell.method
+    if not (m.lof or m.confidence_set or correct):
+        # The CE / Mixup rows: G = S whatever the model predicts, so extracting f over S would
+        # only cost time (as much as the training step on CPU) and make the baseline's epoch look dearer.
+        trainer.in_G[:] = True
+        return {"phase": "train", "epoch": trainer.epoch, "selected": 0, "removed": 0, "flipped": 0,
+                "test_top1": _test_top1(trainer, cell.runtime.eval_batch_size), **_quality(trainer, labels.clean)}
     start = time.perf_counter()
     ext = trainer.extract(trainer.data.train, cell.runtime.eval_batch_size, progress)
     preds = ext.preds

@@ -4,8 +4,11 @@ when run again with the same inputs (the checkpoint carries a fingerprint of the
 
 from __future__ import annotations
 
+import time
+
 from pipeline import engine
 from pipeline.engine import CHECKPOINT
+from pipeline.runtime import peak_memory_mib
 from stages.common import (
     CODE_ROOT,
     StageContext,
@@ -17,6 +20,7 @@ from stages.common import (
     resolve_path,
     stage_run,
     write_history,
+    write_json,
     write_not_run,
 )
 
@@ -52,6 +56,7 @@ def run(ctx: StageContext, stage: str) -> None:
     data_file = resolve_path(ctx, ctx.cell.data.path)
     inputs = [ctx.paths.labels, *code, *([before] if before else []), *([data_file] if data_file and data_file.is_file() else [])]
     fingerprint = digest(config, *inputs)
+    start = time.perf_counter()
     with stage_run(ctx, stage) as tracker:
         if stage == "warmup":
             trainer = engine.run_warmup(ctx.cell, data, labels, out_dir, fingerprint=fingerprint,
@@ -64,3 +69,14 @@ def run(ctx: StageContext, stage: str) -> None:
                                           on_epoch=tracker.log_epoch)
         write_history(out_dir / "history.csv", trainer.history)
         tracker.log_artifact(out_dir / "history.csv", stage)
+        usage = resource_usage(trainer, tracker, time.perf_counter() - start)
+        write_json(out_dir / "resources.json", usage)
+        tracker.log_metrics({f"resources/{k}": v for k, v in usage.items()})
+
+
+def resource_usage(trainer: engine.Trainer, tracker, wall_seconds: float) -> dict[str, float]:
+    """What this process's run of the stage cost: wall time, peak memory, and the MLflow time of
+    logging each epoch as it ended (a resumed run counts only the epochs it ran itself)."""
+    per_epoch = tracker.logging_seconds / tracker.epochs_logged if tracker.epochs_logged else 0.0
+    return {"wall_seconds": wall_seconds, **peak_memory_mib(trainer.device),
+            "mlflow_seconds": tracker.logging_seconds, "mlflow_seconds_per_epoch": per_epoch}

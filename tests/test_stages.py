@@ -16,12 +16,12 @@ def test_a_stale_not_run_status_is_cleared(tmp_path) -> None:
     clear_not_run(out)  # idempotent
 
 
-def _context(tmp_path, data: dict, noise: dict):
+def _context(tmp_path, data: dict, noise: dict, **sections):
     import yaml
 
     from stages.common import context
 
-    params = {"data": data, "noise": noise, "tracking": {"enabled": False}, "runs": {"c": {}}}
+    params = {"data": data, "noise": noise, "tracking": {"enabled": False}, "runs": {"c": {}}, **sections}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return context(tmp_path, "params.yaml", "c")
 
@@ -49,3 +49,17 @@ def test_injected_noise_on_digits_keeps_clean_labels_and_a_verified_subset(tmp_p
     assert abs(metadata["realised_rate"] - 0.45) < 0.03  # 'any' convention: r (K-1)/K
     write_label_file(table, ctx.paths.labels, metadata)
     assert load_labels(ctx, load_data(ctx)).verified
+
+
+def test_a_training_stage_records_what_it_cost(tmp_path) -> None:
+    from stages import noise, training
+
+    ctx = _context(tmp_path, {"dataset": "digits"}, {"kind": "sym", "rate": 0.5, "init_per_class": 3},
+                   model={"width": 4, "proj_dim": 8}, method={"queue_size": 32},
+                   optim={"epochs": 2, "warmup_epochs": 2, "lr_milestones": [], "batch_size": 16},
+                   runtime={"threads": 1, "progress": "log"})
+    noise.run(ctx)
+    training.run(ctx, "warmup")
+    usage = json.loads((ctx.paths.stage_dir("warmup") / "resources.json").read_text())
+    assert usage["peak_rss_mib"] > 50  # a torch process is never this small
+    assert usage["wall_seconds"] > 0 and usage["mlflow_seconds"] == 0.0  # tracking is off here
