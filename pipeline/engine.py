@@ -326,6 +326,7 @@ def run_warmup(cell: CellConfig, data: Dataset, labels: TrainingLabels, out_dir:
     with Progress(show_bar(cell.runtime), f"{cell.name} warm-up", o.warmup_epochs, trainer.epoch) as progress:
         while trainer.epoch < o.warmup_epochs:
             record = _train_one(trainer, "warmup", views, progress, labels.clean)
+            record["test_top1"] = _test_top1(trainer, cell.runtime.eval_batch_size)  # the curve starts at epoch 1
             _finish_epoch(trainer, record, out_dir / CHECKPOINT, fingerprint, progress, on_epoch)
     if not (out_dir / CHECKPOINT).exists():  # T_P = 0: the untrained model is the warm-up result
         trainer.save(out_dir / CHECKPOINT, "warmup", fingerprint)
