@@ -42,13 +42,25 @@ from pipeline.layout import CellPaths  # noqa: E402
 
 SPLIT = ("time_train", "time_extract", "time_lof", "time_store")  # + MLflow, from resources.json
 TRAINING_STAGES = ("warmup", "train", "finetune")
+# Reference cells the benchmark adds at sym 50 % (--references): the same schedule and loss with
+# selection off (LOF threshold below any score; verified samples are never removed), trained on
+# the verified subset alone, or on every correctly labelled sample: what selection adds, and
+# the ceiling a perfect confidence set would reach.
+NO_SELECTION = {"lof_threshold": 0.001, "label_correction": False}
+REFERENCES = {
+    "c10k-sym50-verified-only": {"noise": {"kind": "sym", "rate": 0.5}, "method": NO_SELECTION},
+    "c10k-sym50-all-clean": {"noise": {"kind": "sym", "rate": 0.5, "init_per_class": 100_000}, "method": NO_SELECTION},
+}
+REFERENCE_NAMES = {"c10k-sym50-verified-only": "verified subset only",
+                   "c10k-sym50-all-clean": "all clean samples (oracle G)"}
 TARGETS = {("sym", 0.5): 15.0, ("sym", 0.8): 20.0, ("asym", 0.4): 8.0}  # issue 5: MTaDCS - CE, points
 
 
 def main() -> None:
     args = parse_args()
     directory = args.dir.resolve()
-    params = directory / "params.yaml" if args.table_only else make_params(args.profile, args.data, directory)
+    params = (directory / "params.yaml" if args.table_only
+              else make_params(args.profile, args.data, directory, args.references))
     cells = args.cells or list(load_params(params).runs)
     if not args.table_only:
         workspace.create(directory, params)
@@ -76,16 +88,21 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cells", nargs="*", help="run these cells only (default: every cell of the profile)")
     parser.add_argument("--out", type=Path, default=PROJECT / "benchmarks/results/cifar10_5k.md",
                         help="results table; the JSON goes beside it")
+    parser.add_argument("--references", action="store_true",
+                        help="also run the sym 50 %% reference cells (verified subset only; all clean samples)")
     parser.add_argument("--table-only", action="store_true", help="no training: tabulate a finished --dir")
     return parser.parse_args()
 
 
-def make_params(profile: str, data: Path, directory: Path) -> Path:
-    """The profile with data.path pointing at --data (the profile's own path is the shared copy)."""
+def make_params(profile: str, data: Path, directory: Path, references: bool) -> Path:
+    """The profile with data.path pointing at --data (the profile's own path is the shared copy),
+    and the reference cells when asked for."""
     if not data.is_file():
         sys.exit(f"{data}: no such file; pass --data the CIFAR-10-5k .npz (../shared/data/cifar10_subset.npz)")
     raw = yaml.safe_load(workspace.profile_path(profile).read_text())
     raw["data"]["path"] = str(data.resolve())
+    if references:
+        raw["runs"] |= REFERENCES
     handle = tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix=f"{directory.name}-", delete=False)
     with handle:
         yaml.safe_dump(raw, handle, sort_keys=False)
@@ -101,7 +118,8 @@ def cell_row(root: Path, cell: str) -> dict:
         raise SystemExit(f"{paths.metrics}: cell {cell} did not run ({metrics.get('reason')})")
     final = metrics["finetune"] or metrics["train"]
     method = any(metrics["switches"].values())
-    row = {"cell": cell, "method": "MTaDCS" if method else "CE", "noise": metrics["noise"],
+    name = "MTaDCS" if method else "CE"
+    row = {"cell": cell, "method": REFERENCE_NAMES.get(cell, name), "noise": metrics["noise"],
            "rate": metrics["rate"], "realised_rate": metrics["realised_rate"],
            "top1": final["test/top1"], "top5": final["test/top5"], "knn": final["test/knn"],
            "top1_before_finetune": metrics["train"]["test/top1"],
@@ -192,7 +210,7 @@ def markdown(result: dict) -> str:
              "| ---: | --- | ---: | ---: |"]
     for r in result["rows"]:
         s, e = r["split"], r["epochs"]
-        g = (f"{r['G_size']} | {_pct(r['G_precision'])} | {_pct(r['G_recall'])}" if r["method"] == "MTaDCS"
+        g = (f"{r['G_size']} | {_pct(r['G_precision'])} | {_pct(r['G_recall'])}" if r["method"] != "CE"
              else f"{r['G_size']} (all) | | ")
         peaks = [v for v in r["peak_rss_mib"].values() if v is not None]
         peak = f"{max(peaks):.0f}" if peaks else "n/a"
