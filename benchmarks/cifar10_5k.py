@@ -63,8 +63,10 @@ def main() -> None:
               else make_params(args.profile, args.data, directory, args.references))
     cells = args.cells or list(load_params(params).runs)
     if not args.table_only:
-        workspace.create(directory, params)
-        params.unlink()
+        try:
+            workspace.create(directory, params)
+        finally:
+            params.unlink()
         workspace.repro(directory, *[f"evaluate@{cell}" for cell in cells])
     rows = [cell_row(directory, cell) for cell in cells]
     result = {"command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]), "machine": machine(),
@@ -113,39 +115,42 @@ def make_params(profile: str, data: Path, directory: Path, references: bool) -> 
 
 def cell_row(root: Path, cell: str) -> dict:
     paths = CellPaths(root, cell)
+    if not paths.metrics.exists():
+        raise SystemExit(f"{paths.metrics}: no metrics for cell {cell}; run its stages (drop --table-only)")
     metrics = json.loads(paths.metrics.read_text())
     if metrics.get("status") != "done":
         raise SystemExit(f"{paths.metrics}: cell {cell} did not run ({metrics.get('reason')})")
     final = metrics["finetune"] or metrics["train"]
-    method = any(metrics["switches"].values())
-    name = "MTaDCS" if method else "CE"
-    row = {"cell": cell, "method": REFERENCE_NAMES.get(cell, name), "noise": metrics["noise"],
+    switches = metrics["switches"]  # the engine's MethodConfig.trains_on_all, from the recorded switches
+    selects = switches["lof"] or switches["confidence_set"] or switches["label_correction"]
+    row = {"cell": cell, "method": REFERENCE_NAMES.get(cell, "MTaDCS" if selects else "CE"), "noise": metrics["noise"],
            "rate": metrics["rate"], "realised_rate": metrics["realised_rate"],
            "top1": final["test/top1"], "top5": final["test/top5"], "knn": final["test/knn"],
            "top1_before_finetune": metrics["train"]["test/top1"],
            "G_size": metrics["G"]["size"], "G_precision": metrics["G"].get("precision"),
            "G_recall": metrics["G"].get("recall")}
-    return row | epoch_times(paths, method)
+    return row | epoch_times(paths, selects)
 
 
-def epoch_times(paths: CellPaths, method: bool) -> dict:
+def epoch_times(paths: CellPaths, selects: bool) -> dict:
     """Mean seconds per epoch of each phase and the selection epoch's split.
 
     A CE cell's warm-up and train epochs are the same plain epoch (G = S, no extraction), so
     both count as its "epoch"; an MTaDCS epoch is a train-phase epoch with every part in it.
-    The per-epoch test evaluation (monitoring, not training) is in no column.
+    The per-epoch test evaluation (monitoring, not training) is in no column. The last MTaDCS
+    epoch runs no selection (Algorithm 1 ends with Eq. 7), so it is left out of the split.
     """
-    history = {s: _history(paths, s) for s in TRAINING_STAGES}
+    history = {s: _trained_rows(_history(paths, s)) for s in TRAINING_STAGES}
     usage = {s: _resources(paths, s) for s in TRAINING_STAGES}
     mlflow = {s: usage[s].get("mlflow_seconds_per_epoch", 0.0) for s in TRAINING_STAGES}
-    selection = history["train"][history["train"].get("time_train", pd.Series(dtype=float)).notna()]
-    out = {"epochs": {s: int(len(h[h["time_train"].notna()])) if "time_train" in h else 0 for s, h in history.items()}}
-    if method:
-        split = {part: _mean(selection, part) for part in SPLIT} | {"time_mlflow": mlflow["train"]}
+    out = {"epochs": {s: len(h) for s, h in history.items()}}
+    if selects:
+        selecting = history["train"].iloc[:-1] if len(history["train"]) > 1 else history["train"]
+        split = {part: _mean(selecting, part) for part in SPLIT} | {"time_mlflow": mlflow["train"]}
     else:
-        plain = pd.concat([history["warmup"], selection])
+        plain = pd.concat([history["warmup"], history["train"]])
         split = {"time_train": _mean(plain, "time_train"), "time_extract": 0.0, "time_lof": 0.0, "time_store": 0.0,
-                 "time_mlflow": statistics.mean([mlflow["warmup"], mlflow["train"]])}
+                 "time_mlflow": _pooled_mlflow([usage["warmup"], usage["train"]])}
     out["split"] = split
     out["epoch_seconds"] = sum(split.values())
     out["warmup_epoch_seconds"] = _mean(history["warmup"], "time_train") + mlflow["warmup"]
@@ -164,6 +169,21 @@ def _history(paths: CellPaths, stage: str) -> pd.DataFrame:
         return pd.read_csv(path)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
+
+
+def _trained_rows(history: pd.DataFrame) -> pd.DataFrame:
+    """The rows of epochs that trained (not the train phase's opening selection)."""
+    if "time_train" not in history:
+        return history.iloc[0:0]
+    return history[history["time_train"].notna()].reset_index(drop=True)
+
+
+def _pooled_mlflow(usages: list[dict]) -> float:
+    """MLflow seconds per logged record over several stages, each weighted by its records."""
+    records = sum(u.get("epochs_logged", 0) for u in usages)
+    if records:
+        return sum(u.get("mlflow_seconds", 0.0) for u in usages) / records
+    return statistics.mean(u.get("mlflow_seconds_per_epoch", 0.0) for u in usages)  # an older resources.json
 
 
 def _resources(paths: CellPaths, stage: str) -> dict:
@@ -228,7 +248,8 @@ def markdown(result: dict) -> str:
                      f"{_fmt(c['overhead_share'] and 100 * c['overhead_share'], '.2f', ' %')} | "
                      f"{_fmt(c['training_wall_ratio'], '.2f', '×')} |")
     lines += ["", "s/epoch: an MTaDCS epoch is a selection epoch (training step on G, extraction of f over all "
-              "of S, LOF, Parquet trace, MLflow); a CE epoch is a training step on all of S plus MLflow. "
+              "of S, LOF, Parquet trace, MLflow), the last one (no selection after it) left out; a CE epoch is a "
+              "training step on all of S plus MLflow. "
               "The per-epoch test evaluation is monitoring and in no column. Peak RSS: the largest of the "
               "warm-up, train and fine-tune stage processes (`ru_maxrss`)."]
     return "\n".join(lines) + "\n"

@@ -85,6 +85,7 @@ class ModelConfig(Section):
 
 class MethodConfig(Section):
     # Table 3 ablation switches; all off = cross-entropy on every sample.
+    # (trains_on_all, below the fields, says when G is the whole set whatever the model predicts)
     lof: bool = True
     confidence_set: bool = True
     removal: bool = True
@@ -113,6 +114,13 @@ class MethodConfig(Section):
     # Training augmentation (RandAugment, two views)
     randaugment_ops: int = Field(2, ge=0)
     randaugment_magnitude: int = Field(9, ge=0, le=30)
+
+    @property
+    def trains_on_all(self) -> bool:
+        """G = S every epoch whatever the model predicts (the CE / Mixup / CL-only rows): with
+        neither LOF nor the confidence set, selection keeps everything (removal has nothing
+        to refine), and without label correction no prediction is ever used."""
+        return not (self.lof or self.confidence_set or self.label_correction)
 
 
 class OptimConfig(Section):

@@ -77,8 +77,10 @@ def scaled_alpha(alpha: float, epochs: int, reference_epochs: int = 250) -> floa
         (1 - alpha_T)^epochs = (1 - alpha)^reference_epochs
         alpha_T = 1 - (1 - alpha)^(reference_epochs / epochs)
 
-    It returns ``alpha`` itself on the reference schedule. ``epochs`` is the run's T_max,
-    as the paper's 250 is its T_max (label correction runs T_max - T_P times in both).
+    It returns ``alpha`` itself on the reference schedule. The engine passes the number of
+    correction rounds, T_max - T_P, for both (the paper's: 250 - 10 = 240). A flip needs
+    another class's share to pass gamma, i.e. (1 - alpha_T)^k < 1 - gamma after k rounds of
+    that prediction: k > ln(1 - gamma) / ln(1 - alpha_T), about 2/3 of the rounds (0.8, 240).
     """
     if epochs < 1 or reference_epochs < 1:
         raise ValueError(f"epochs and reference_epochs must be >= 1, got {epochs}, {reference_epochs}")

@@ -11,9 +11,11 @@ and bf16 make runs close but not identical), because every source of randomness
 Order inside one selection epoch t (Algorithm 1, with one feature extraction per epoch):
 train on G (Eq. 6) → extract f and ŷ with the model at the end of t → label correction
 (Eq. 7) → selection from Ḡ (Eq. 2) and removal from G (Eq. 3), giving the G that epoch
-t+1 trains on. After the last epoch only Eq. 7 runs, as Algorithm 1 ends there. The train phase opens with one extraction and selection on the warmed-up
-model (recorded as epoch T_P), so epoch T_P+1 already trains on the first selection,
-exactly as Algorithm 1 line 5 asks.
+t+1 trains on. After the last epoch only Eq. 7 runs, as Algorithm 1 ends there. The train
+phase opens with one extraction and selection on the warmed-up model (recorded as epoch
+T_P), so epoch T_P+1 already trains on the first selection, exactly as Algorithm 1 line 5
+asks. Cells whose G is always S (`MethodConfig.trains_on_all`: the CE / Mixup rows) skip
+the extraction and write no trace.
 """
 
 from __future__ import annotations
@@ -320,7 +322,7 @@ def run_warmup(cell: CellConfig, data: Dataset, labels: TrainingLabels, out_dir:
     trainer = Trainer(cell, data, labels, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
                       contrastive=m.contrastive)
     if not m.lof and not m.confidence_set:
-        trainer.in_G[:] = True  # the CE / Mixup rows train on every sample from the start
+        trainer.in_G[:] = True  # G = S from the start (update_confidence_set keeps it so)
     _resume_point(trainer, out_dir, "warmup", fingerprint)
     views = _train_transform(cell, data)
     with Progress(show_bar(cell.runtime), f"{cell.name} warm-up", o.warmup_epochs, trainer.epoch) as progress:
@@ -359,7 +361,8 @@ def _train_one(trainer: Trainer, phase: str, transform, progress: Progress, clea
 
 def run_train(cell: CellConfig, data: Dataset, labels: TrainingLabels, warmup_checkpoint: str | Path,
               out_dir: str | Path, *, fingerprint: str = "", on_epoch: EpochCallback | None = None) -> Trainer:
-    """Epochs T_P+1 … T_max of Algorithm 1, with per-epoch traces under out_dir/epochs."""
+    """Epochs T_P+1 … T_max of Algorithm 1, with per-epoch traces under out_dir/epochs
+    (none for a cell that trains on all of S)."""
     out_dir = Path(out_dir)
     m, o = cell.method, cell.optim
     trainer = Trainer(cell, data, labels, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
@@ -397,18 +400,18 @@ def _warn_if_correction_cannot_flip(cell: CellConfig) -> None:
     reachable = 1.0 - (1.0 - correction_alpha(cell)) ** rounds
     if cell.method.label_correction and rounds > 0 and reachable <= cell.method.lc_gamma:
         log.warning("label correction can never flip a label: after %d rounds another class reaches at most "
-                    "%.2f <= lc_gamma %.2f; set method.lc_alpha_reference_rounds: 240 or raise lc_alpha",
+                    "%.2f <= lc_gamma %.2f; set method.lc_alpha_reference_rounds (240: the paper's decay) or raise lc_alpha",
                     rounds, reachable, cell.method.lc_gamma)
 
 
 def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces: Path, *, correct: bool) -> dict:
     """Extract → label correction (Eq. 7) → selection and removal (Eq. 2-3) → trace."""
     cell, m = trainer.cell, trainer.cell.method
-    if not (m.lof or m.confidence_set or correct):
-        # The CE / Mixup rows: G = S whatever the model predicts, so extracting f over S would
-        # only cost time (as much as the training step on CPU) and make the baseline's epoch look dearer.
-        trainer.in_G[:] = True
-        return {"phase": "train", "epoch": trainer.epoch, "selected": 0, "removed": 0, "flipped": 0,
+    if m.trains_on_all:
+        # Extracting f over S would only cost time (as much as the training step on CPU) and
+        # make the baseline's epoch look dearer; no trace is written either.
+        n = len(trainer.in_G)
+        return {"phase": "train", "epoch": trainer.epoch, "selected": n, "removed": 0, "flipped": 0,
                 "test_top1": _test_top1(trainer, cell.runtime.eval_batch_size), **_quality(trainer, labels.clean)}
     start = time.perf_counter()
     ext = trainer.extract(trainer.data.train, cell.runtime.eval_batch_size, progress)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import resource
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -118,10 +117,17 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def peak_memory_mib(device: torch.device | None = None) -> dict[str, float]:
-    """This process's peak resident memory (and the GPU's peak allocation on CUDA), in MiB."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    rss_bytes = rss if sys.platform == "darwin" else rss * 1024  # macOS reports bytes, Linux KiB
-    peak = {"peak_rss_mib": rss_bytes / 2**20}
+    """This process's peak resident memory (and the GPU's peak allocation on CUDA), in MiB;
+    no RSS entry where the POSIX `resource` module is missing (Windows)."""
+    peak: dict[str, float] = {}
+    try:
+        import resource
+    except ImportError:
+        resource = None
+    if resource is not None:
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rss_bytes = rss if sys.platform == "darwin" else rss * 1024  # macOS reports bytes, Linux KiB
+        peak["peak_rss_mib"] = rss_bytes / 2**20
     if device is not None and device.type == "cuda":
         peak["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     return peak

@@ -245,8 +245,6 @@ class StageRun:
     parent_run_id: str
     experiment_id: str
     stage: str
-    logging_seconds: float = 0.0  # wall time spent in log_epoch (the benchmark's "MLflow" column)
-    epochs_logged: int = 0
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Nested dicts become 'section.key'; values are strings cut to mlflow's length limit."""
@@ -269,13 +267,10 @@ class StageRun:
         """
         step = int(record["epoch"])
         prefix = str(record.get("phase") or self.stage)
-        start = time.perf_counter()
         fields = {f"{prefix}/{k}": v for k, v in record.items() if k not in ("epoch", "phase")}
         metrics = _clean_metrics(fields)
         self._log(self.run_id, metrics, step)
         self._log(self.parent_run_id, metrics, step)
-        self.logging_seconds += time.perf_counter() - start
-        self.epochs_logged += 1
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Upload a file, or a directory's contents, under `artifact_path`."""
@@ -309,8 +304,6 @@ class NullRun:
     run_id: str | None = None
     parent_run_id: str | None = None
     experiment_id: str | None = None
-    logging_seconds: float = 0.0
-    epochs_logged: int = 0
 
     def __init__(self, stage: str = "") -> None:
         self.stage = stage

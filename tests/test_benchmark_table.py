@@ -29,7 +29,8 @@ def _write_cell(root: Path, cell: str, *, method: bool, top1: float, history: di
     scores = {"test/top1": top1, "test/top5": 90.0, "test/knn": top1 + 1}
     paths.metrics.write_text(json.dumps({
         "status": "done", "noise": "sym", "rate": 0.5, "realised_rate": 0.5,
-        "switches": {"lof": method, "confidence_set": method}, "train": scores, "finetune": None,
+        "switches": dict.fromkeys(("lof", "confidence_set", "removal", "contrastive", "mixup", "label_correction"),
+                                 method), "train": scores, "finetune": None,
         "G": {"size": 100, "precision": 98.0, "recall": 40.0} if method else {"size": 200}}))
     for stage, rows in history.items():
         paths.stage_dir(stage).mkdir(parents=True, exist_ok=True)
@@ -44,13 +45,17 @@ def test_the_table_splits_an_mtadcs_epoch_and_compares_it_with_ce(tmp_path, benc
                 history={"warmup": [{"phase": "warmup", "epoch": 1, "time_train": 1.0}],
                          "train": [{"phase": "train", "epoch": 1},  # the opening selection: no training step
                                    {"phase": "train", "epoch": 2, "time_train": 2.0, "time_extract": 1.0,
-                                    "time_lof": 0.4, "time_store": 0.5}]})
-    _write_cell(tmp_path, "c", method=False, top1=40.0, resources={"warmup": usage, "train": usage},
+                                    "time_lof": 0.4, "time_store": 0.5},
+                                   {"phase": "train", "epoch": 3, "time_train": 2.0, "time_extract": 1.0,  # the last:
+                                    "time_lof": 0.0, "time_store": 0.5}]})  # no selection, not in the split
+    ce_usage = {"warmup": usage | {"epochs_logged": 1, "mlflow_seconds": 0.1},
+                "train": usage | {"epochs_logged": 2, "mlflow_seconds": 0.2}}  # pooled: 0.3 s over 3 records
+    _write_cell(tmp_path, "c", method=False, top1=40.0, resources=ce_usage,
                 history={"warmup": [{"phase": "warmup", "epoch": 1, "time_train": 3.0}],
                          "train": [{"phase": "train", "epoch": 1}, {"phase": "train", "epoch": 2, "time_train": 5.0}]})
     rows = [bench.cell_row(tmp_path, "m"), bench.cell_row(tmp_path, "c")]
     m, c = rows
-    assert m["epochs"] == {"warmup": 1, "train": 1, "finetune": 0}
+    assert m["epochs"] == {"warmup": 1, "train": 2, "finetune": 0}
     assert m["epoch_seconds"] == pytest.approx(2.0 + 1.0 + 0.4 + 0.5 + 0.1)
     assert c["epoch_seconds"] == pytest.approx((3.0 + 5.0) / 2 + 0.1)  # warm-up and train epochs alike
     assert c["split"]["time_extract"] == 0.0 and m["peak_rss_mib"]["warmup"] == 700.0

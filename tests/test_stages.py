@@ -60,6 +60,10 @@ def test_a_training_stage_records_what_it_cost(tmp_path) -> None:
                    runtime={"threads": 1, "progress": "log"})
     noise.run(ctx)
     training.run(ctx, "warmup")
-    usage = json.loads((ctx.paths.stage_dir("warmup") / "resources.json").read_text())
+    resources = ctx.paths.stage_dir("warmup") / "resources.json"
+    usage = json.loads(resources.read_text())
     assert usage["peak_rss_mib"] > 50  # a torch process is never this small
-    assert usage["wall_seconds"] > 0 and usage["mlflow_seconds"] == 0.0  # tracking is off here
+    assert usage["epochs_logged"] == 2 and usage["wall_seconds"] > usage["mlflow_seconds"] >= 0.0
+    before = (resources.read_bytes(), (ctx.paths.stage_dir("warmup") / "checkpoint.pt").read_bytes())
+    training.run(ctx, "warmup")  # nothing left to train: DVC must see the same outputs
+    assert (resources.read_bytes(), (ctx.paths.stage_dir("warmup") / "checkpoint.pt").read_bytes()) == before

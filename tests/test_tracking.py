@@ -180,7 +180,6 @@ def test_stage_run_nests_a_child_with_params_curves_and_tags(
     assert child.data.metrics["time_total"] == 3.5 and child.data.metrics["flag"] == 1.0
     assert "bad" not in child.data.metrics
     assert [f.path for f in client.list_artifacts(run.run_id, "history")] == ["history/history.csv"]
-    assert run.epochs_logged == 3 and run.logging_seconds > 0.0  # the benchmark's MLflow column
 
 
 def test_a_failing_stage_marks_its_run_failed_and_reraises(
