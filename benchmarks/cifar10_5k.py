@@ -37,7 +37,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
 from pipeline import workspace  # noqa: E402
-from pipeline.config import load_params  # noqa: E402
+from pipeline.config import MethodConfig, load_params  # noqa: E402
 from pipeline.layout import CellPaths  # noqa: E402
 
 SPLIT = ("time_train", "time_extract", "time_lof", "time_store")  # + MLflow, from resources.json
@@ -121,8 +121,7 @@ def cell_row(root: Path, cell: str) -> dict:
     if metrics.get("status") != "done":
         raise SystemExit(f"{paths.metrics}: cell {cell} did not run ({metrics.get('reason')})")
     final = metrics["finetune"] or metrics["train"]
-    switches = metrics["switches"]  # the engine's MethodConfig.trains_on_all, from the recorded switches
-    selects = switches["lof"] or switches["confidence_set"] or switches["label_correction"]
+    selects = MethodConfig(**metrics["switches"]).uses_predictions  # the engine's own rule
     row = {"cell": cell, "method": REFERENCE_NAMES.get(cell, "MTaDCS" if selects else "CE"), "noise": metrics["noise"],
            "rate": metrics["rate"], "realised_rate": metrics["realised_rate"],
            "top1": final["test/top1"], "top5": final["test/top5"], "knn": final["test/knn"],

@@ -28,8 +28,9 @@ sys.path.insert(0, str(PROJECT))
 
 from pipeline import engine  # noqa: E402
 from pipeline.config import parse_params, resolve_cell  # noqa: E402
-from pipeline.data import load_dataset  # noqa: E402
-from pipeline.noise import initial_confidence_mask, make_noisy_labels  # noqa: E402
+from pipeline.layout import CellPaths  # noqa: E402
+from stages import noise  # noqa: E402
+from stages.common import StageContext, load_data, load_labels  # noqa: E402
 from stages.evaluate import final_confidence_set  # noqa: E402
 
 
@@ -58,10 +59,11 @@ def main() -> None:
     raw["runtime"] |= {"threads": args.threads, "progress": "log"}
     raw["runs"][args.cell] = merge(raw["runs"].get(args.cell, {}), json.loads(args.override))
     cell = resolve_cell(parse_params(raw, "tuning override"), args.cell)
-    data = load_dataset("npz", path=cell.data.path)
-    labels = training_labels(cell, data.train.labels)
-
     out, started = args.out / args.name, time.perf_counter()
+    ctx = StageContext(out, cell, CellPaths(out, cell.name))
+    noise.run(ctx)  # the noise stage's own label file, read back as the training stages do
+    data = load_data(ctx)
+    labels = load_labels(ctx, data)
     result = run(cell, data, labels, out, warmup_only=args.warmup_only)
     result = {"name": args.name, "override": args.override, **result,
               "minutes": (time.perf_counter() - started) / 60}
@@ -71,20 +73,13 @@ def main() -> None:
         handle.write(json.dumps(result) + "\n")
 
 
-def training_labels(cell, clean) -> engine.TrainingLabels:
-    n = cell.noise
-    noisy = make_noisy_labels(clean, 10, kind=n.kind, rate=n.rate, convention=n.sym_convention, seed=n.seed)
-    init = initial_confidence_mask(noisy, clean, 10, init_per_class=n.init_per_class, real_noise=False, seed=n.seed)
-    return engine.TrainingLabels(noisy, clean, init, verified=True)
-
-
 def run(cell, data, labels: engine.TrainingLabels, out: Path, *, warmup_only: bool) -> dict:
     """Warm-up, MTaDCS epochs and fine-tune as the stages run them; the CE cell is its warm-up."""
-    if cell.method.trains_on_all:  # one plain phase of every epoch, as the CE cell's stages amount to
+    if not cell.method.uses_predictions:  # one plain phase of every epoch, as the CE cell's stages amount to
         cell = cell.model_copy(update={"optim": cell.optim.model_copy(update={"warmup_epochs": cell.optim.epochs})})
     engine.run_warmup(cell, data, labels, out / "warmup")
     checkpoint, before = out / "warmup" / engine.CHECKPOINT, None
-    if not (warmup_only or cell.method.trains_on_all):
+    if cell.method.uses_predictions and not warmup_only:
         trained = engine.run_train(cell, data, labels, checkpoint, out / "train")
         engine.run_finetune(cell, data, labels, out / "train" / engine.CHECKPOINT, out / "finetune")
         checkpoint, before = out / "finetune" / engine.CHECKPOINT, trained.history[-1]["test_top1"]

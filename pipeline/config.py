@@ -85,7 +85,7 @@ class ModelConfig(Section):
 
 class MethodConfig(Section):
     # Table 3 ablation switches; all off = cross-entropy on every sample.
-    # (trains_on_all, below the fields, says when G is the whole set whatever the model predicts)
+    # (keeps_all and uses_predictions, below the fields, say what the switches imply)
     lof: bool = True
     confidence_set: bool = True
     removal: bool = True
@@ -116,11 +116,16 @@ class MethodConfig(Section):
     randaugment_magnitude: int = Field(9, ge=0, le=30)
 
     @property
-    def trains_on_all(self) -> bool:
-        """G = S every epoch whatever the model predicts (the CE / Mixup / CL-only rows): with
-        neither LOF nor the confidence set, selection keeps everything (removal has nothing
-        to refine), and without label correction no prediction is ever used."""
-        return not (self.lof or self.confidence_set or self.label_correction)
+    def keeps_all(self) -> bool:
+        """G = S every epoch (the CE / Mixup rows): with neither LOF nor the confidence set,
+        selection keeps everything and removal has nothing to refine."""
+        return not (self.lof or self.confidence_set)
+
+    @property
+    def uses_predictions(self) -> bool:
+        """Whether an epoch needs the model's predictions over S: for selection, or for label
+        correction. Without them the per-epoch extraction is skipped."""
+        return not self.keeps_all or self.label_correction
 
 
 class OptimConfig(Section):

@@ -14,8 +14,8 @@ train on G (Eq. 6) → extract f and ŷ with the model at the end of t → label
 t+1 trains on. After the last epoch only Eq. 7 runs, as Algorithm 1 ends there. The train
 phase opens with one extraction and selection on the warmed-up model (recorded as epoch
 T_P), so epoch T_P+1 already trains on the first selection, exactly as Algorithm 1 line 5
-asks. Cells whose G is always S (`MethodConfig.trains_on_all`: the CE / Mixup rows) skip
-the extraction and write no trace.
+asks. Cells that use no prediction (`MethodConfig.uses_predictions` false: the CE / Mixup
+rows) skip the extraction and write no trace.
 """
 
 from __future__ import annotations
@@ -321,7 +321,7 @@ def run_warmup(cell: CellConfig, data: Dataset, labels: TrainingLabels, out_dir:
     m, o = cell.method, cell.optim
     trainer = Trainer(cell, data, labels, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
                       contrastive=m.contrastive)
-    if not m.lof and not m.confidence_set:
+    if m.keeps_all:
         trainer.in_G[:] = True  # G = S from the start (update_confidence_set keeps it so)
     _resume_point(trainer, out_dir, "warmup", fingerprint)
     views = _train_transform(cell, data)
@@ -362,7 +362,7 @@ def _train_one(trainer: Trainer, phase: str, transform, progress: Progress, clea
 def run_train(cell: CellConfig, data: Dataset, labels: TrainingLabels, warmup_checkpoint: str | Path,
               out_dir: str | Path, *, fingerprint: str = "", on_epoch: EpochCallback | None = None) -> Trainer:
     """Epochs T_P+1 … T_max of Algorithm 1, with per-epoch traces under out_dir/epochs
-    (none for a cell that trains on all of S)."""
+    (none for a cell that uses no prediction)."""
     out_dir = Path(out_dir)
     m, o = cell.method, cell.optim
     trainer = Trainer(cell, data, labels, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
@@ -407,7 +407,7 @@ def _warn_if_correction_cannot_flip(cell: CellConfig) -> None:
 def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces: Path, *, correct: bool) -> dict:
     """Extract → label correction (Eq. 7) → selection and removal (Eq. 2-3) → trace."""
     cell, m = trainer.cell, trainer.cell.method
-    if m.trains_on_all:
+    if not m.uses_predictions:
         # Extracting f over S would only cost time (as much as the training step on CPU) and
         # make the baseline's epoch look dearer; no trace is written either.
         n = len(trainer.in_G)
