@@ -36,7 +36,7 @@ import yaml
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
-from pipeline import workspace  # noqa: E402
+from pipeline.tracking import workspace  # noqa: E402
 from pipeline.config import MethodConfig, load_params  # noqa: E402
 from pipeline.layout import CellPaths  # noqa: E402
 

@@ -22,10 +22,11 @@ from pathlib import Path
 
 import torch
 
-from pipeline import engine, tracking
 from pipeline.config import parse_params, resolve_cell
-from pipeline.data import load_dataset
-from pipeline.noise import initial_confidence_mask, make_noisy_labels
+from pipeline.data.datasets import load_dataset
+from pipeline.data.noise import initial_confidence_mask, make_noisy_labels
+from pipeline.method import engine
+from pipeline.tracking import mlflow_runs
 
 PARTS = ("time_train", "time_extract", "time_lof", "time_store", "time_mlflow")
 OFF = dict.fromkeys(("lof", "confidence_set", "removal", "contrastive", "mixup", "label_correction"), False)
@@ -44,7 +45,7 @@ def cell(threads: int, epochs: int, init_per_class: int, method: dict):
     return resolve_cell(parse_params(raw, "benchmark"), "bench")
 
 
-def timed_logger(run: tracking.StageRun, sink: list[float]):
+def timed_logger(run: mlflow_runs.StageRun, sink: list[float]):
     def log(record: dict) -> None:
         start = time.perf_counter()
         run.log_epoch(record)
@@ -55,7 +56,7 @@ def timed_logger(run: tracking.StageRun, sink: list[float]):
 def measure(name: str, c, data, labels, workdir: Path, uri: str) -> list[dict]:
     """Per-epoch records of the timed epochs, each with its MLflow logging time added."""
     mlflow_times: list[float] = []
-    with tracking.stage_run(uri=uri, experiment="bench", cell=name, stage="train", labels_digest="0" * 16,
+    with mlflow_runs.stage_run(uri=uri, experiment="bench", cell=name, stage="train", labels_digest="0" * 16,
                             tags={}) as run:
         log = timed_logger(run, mlflow_times)
         if c.method.lof:
@@ -100,7 +101,7 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
-        tracking.prepare_store(uri)
+        mlflow_runs.prepare_store(uri)
         for name, method in (("mtadcs", {}), ("ce", OFF)):
             c = cell(args.threads, args.epochs, args.init_per_class, method)
             results[name] = summarise(measure(name, c, data, labels, Path(tmp), uri))

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a plain script from a checkout
     sys.path.insert(0, str(REPO))
 
-from pipeline.noise import CIFAR10_ASYM_MAP, make_noisy_labels  # noqa: E402
+from pipeline.data.noise import CIFAR10_ASYM_MAP, make_noisy_labels  # noqa: E402
 
 SYM_RATES = (0.2, 0.5, 0.8, 0.9)
 ASYM_RATE = 0.4

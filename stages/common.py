@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import tracking
 from pipeline.config import CellConfig, load_params, resolve_cell
-from pipeline.data import Dataset, load_dataset
-from pipeline.engine import TrainingLabels
+from pipeline.data.datasets import Dataset, load_dataset
+from pipeline.data.noise import read_label_file
 from pipeline.layout import CellPaths
-from pipeline.noise import read_label_file
+from pipeline.method.engine import TrainingLabels
 from pipeline.runtime import atomic_path, write_text_atomic
-from pipeline.workspace import SOURCE_COMMIT
+from pipeline.tracking import mlflow_runs, provenance
+from pipeline.tracking.workspace import SOURCE_COMMIT
 
 log = logging.getLogger(__name__)
 NOT_RUN = "not run"
@@ -79,7 +79,7 @@ def digest(*parts: str | Path | dict) -> str:
         if isinstance(part, dict):
             h.update(json.dumps(part, sort_keys=True, default=str).encode())
         else:
-            h.update(tracking.file_digest(part).encode())
+            h.update(provenance.file_digest(part).encode())
     return h.hexdigest()[:16]
 
 
@@ -129,20 +129,20 @@ def code_commit(root: Path) -> str:
     snapshot = root / SOURCE_COMMIT
     if snapshot.exists():
         return snapshot.read_text().strip()
-    return tracking.git_commit(root) or "unknown"
+    return provenance.git_commit(root) or "unknown"
 
 
 @contextlib.contextmanager
-def stage_run(ctx: StageContext, stage: str, labels_file: Path | None = None) -> Iterator[tracking.StageRun]:
+def stage_run(ctx: StageContext, stage: str, labels_file: Path | None = None) -> Iterator[mlflow_runs.StageRun]:
     """The MLflow child run of this stage under the cell's parent run, with params and tags."""
     t = ctx.cell.tracking
-    uri = tracking.default_tracking_uri(ctx.root)
-    labels_digest = tracking.file_digest(labels_file or ctx.paths.labels) if t.enabled else ""
+    uri = mlflow_runs.default_tracking_uri(ctx.root)
+    labels_digest = provenance.file_digest(labels_file or ctx.paths.labels) if t.enabled else ""
     tags = cell_tags(ctx.cell) | {
         "git_commit": code_commit(ctx.root),
-        "dvc_lock": tracking.dvc_lock_digest(ctx.root, f"{stage}@{ctx.cell.name}") or "none",
+        "dvc_lock": provenance.dvc_lock_digest(ctx.root, f"{stage}@{ctx.cell.name}") or "none",
     }
-    with tracking.stage_run(uri=uri, experiment=t.experiment, cell=ctx.cell.name, stage=stage,
+    with mlflow_runs.stage_run(uri=uri, experiment=t.experiment, cell=ctx.cell.name, stage=stage,
                             labels_digest=labels_digest, tags=tags, enabled=t.enabled) as run:
         run.log_params(ctx.cell.model_dump(exclude={"name"}))
         yield run

@@ -7,10 +7,10 @@ import json
 
 import pandas as pd
 
-from pipeline import engine
-from pipeline.engine import CHECKPOINT
+from pipeline.method import engine
+from pipeline.method.engine import CHECKPOINT
+from pipeline.method.selection import confidence_set_quality
 from pipeline.runtime import atomic_path
-from pipeline.selection import confidence_set_quality
 from stages.common import NOT_RUN, StageContext, is_not_run, load_data, load_labels, stage_run, write_json
 
 SWITCHES = ("lof", "confidence_set", "removal", "contrastive", "mixup", "label_correction")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline import noise
-from pipeline.data import Dataset
+from pipeline.data import noise
+from pipeline.data.datasets import Dataset
 from stages.common import StageContext, load_data, resolve_path, stage_run
 
 # Datasets whose delivered labels are the clean ones (noise is injected on top). A user's

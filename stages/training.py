@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from pipeline import engine
-from pipeline.engine import CHECKPOINT
+from pipeline.method import engine
+from pipeline.method.engine import CHECKPOINT
 from pipeline.runtime import peak_memory_mib
 from stages.common import (
     CODE_ROOT,
@@ -34,9 +34,9 @@ PHASE_INPUTS = {  # the config sections a phase's result depends on (what its fi
 # the resume fingerprint hashes them, so a code change restarts a persisted stage instead of
 # resuming (or silently keeping) a result the old code made. tests/test_dvc_yaml.py checks both agree.
 TRAINING_CODE = (
-    "pipeline/engine.py", "pipeline/models.py", "pipeline/augment.py", "pipeline/contrastive.py",
-    "pipeline/losses.py", "pipeline/selection.py", "pipeline/correction.py", "pipeline/evaluate.py",
-    "pipeline/store.py", "pipeline/data.py", "pipeline/runtime.py", "pipeline/config.py",
+    "pipeline/method/engine.py", "pipeline/method/models.py", "pipeline/method/augment.py", "pipeline/method/contrastive.py",
+    "pipeline/method/losses.py", "pipeline/method/selection.py", "pipeline/method/correction.py", "pipeline/method/evaluate.py",
+    "pipeline/data/trace_store.py", "pipeline/data/datasets.py", "pipeline/runtime.py", "pipeline/config.py",
     "stages/training.py", "stages/common.py",
 )
 PREVIOUS = {"warmup": None, "train": "warmup", "finetune": "train"}

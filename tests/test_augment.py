@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from pipeline.augment import eval_view, train_views, weak_view
+from pipeline.method.augment import eval_view, train_views, weak_view
 
 MEAN = (0.5, 0.4, 0.3)
 STD = (0.2, 0.25, 0.3)

@@ -9,7 +9,7 @@ import yaml
 
 
 def mtadcs(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "stages.cli", *args], cwd=cwd, capture_output=True, text=True)
 
 
 def test_no_arguments_prints_help_without_a_traceback() -> None:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.contrastive import (
+from pipeline.method.contrastive import (
     EMPTY_LABEL,
     LabelledQueue,
     cap_queue_size,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.correction import correct_labels, init_soft_labels, scaled_alpha
+from pipeline.method.correction import correct_labels, init_soft_labels, scaled_alpha
 
 
 def test_init_soft_labels_is_one_hot_float32() -> None:

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torchvision.datasets.cifar as tv_cifar
 
-from pipeline.data import (
+from pipeline.data.datasets import (
     CIFAR_STATS,
     DATASET_KINDS,
     IMAGENET_MEAN,

@@ -34,4 +34,4 @@ def test_every_code_dep_exists_and_every_param_is_a_section() -> None:
 
 def test_stages_call_python_m_pipeline_cli() -> None:
     for stage in STAGES:
-        assert body(stage)["cmd"].startswith("python -m pipeline.cli "), stage
+        assert body(stage)["cmd"].startswith("python -m stages.cli "), stage

@@ -24,11 +24,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipeline import engine, store
 from pipeline.config import CellConfig, parse_params, resolve_cell
-from pipeline.data import Dataset, Split
+from pipeline.data import trace_store
+from pipeline.data.datasets import Dataset, Split
+from pipeline.data.noise import initial_confidence_mask, make_noisy_labels
 from pipeline.errors import UserError
-from pipeline.noise import initial_confidence_mask, make_noisy_labels
+from pipeline.method import engine
 
 K = 4
 N_TRAIN, N_TEST = 128, 40
@@ -136,7 +137,7 @@ def assert_same_checkpoint(path_a: Path, path_b: Path) -> None:
 
 
 def trace_frame(root: Path) -> pd.DataFrame:
-    return store.read_traces(root).drop(columns="feature")
+    return trace_store.read_traces(root).drop(columns="feature")
 
 
 # -- shared runs --------------------------------------------------------------------------------
@@ -232,7 +233,7 @@ def test_train_resume_equals_uninterrupted(tmp_path, cell, data, labels, warm, r
     # A run killed after writing later traces than its checkpoint leaves them behind: they must go
     # before the resumed run goes on, so the traces never run ahead of the checkpoint.
     for epoch in (stop + 1, stop + 2):
-        stale = store.epoch_dir(tmp_path / "epochs", epoch) / "part-0.parquet"
+        stale = trace_store.epoch_dir(tmp_path / "epochs", epoch) / "part-0.parquet"
         stale.parent.mkdir(parents=True, exist_ok=True)
         stale.write_bytes(b"half-written trace")
 
@@ -245,7 +246,7 @@ def test_train_resume_equals_uninterrupted(tmp_path, cell, data, labels, warm, r
 
     trainer_b = engine.run_train(cell, data, labels, warm, tmp_path, fingerprint="fp", on_epoch=record)
     assert [r["epoch"] for r in seen] == list(range(stop + 1, T_MAX + 1))
-    assert listed == [[store.epoch_dir("", e).name for e in range(T_P, r["epoch"] + 1)] for r in seen]
+    assert listed == [[trace_store.epoch_dir("", e).name for e in range(T_P, r["epoch"] + 1)] for r in seen]
 
     assert_same_checkpoint(out_a / engine.CHECKPOINT, tmp_path / engine.CHECKPOINT)
     assert without_timing(trainer_b.history) == without_timing(trainer_a.history)
@@ -256,8 +257,8 @@ def test_train_resume_equals_uninterrupted(tmp_path, cell, data, labels, warm, r
     traces_a, traces_b = out_a / "epochs", tmp_path / "epochs"
     pd.testing.assert_frame_equal(trace_frame(traces_b), trace_frame(traces_a))
     for epoch in range(T_P, T_MAX + 1):  # the frames above leave out the features
-        table_a = pq.read_table(store.epoch_dir(traces_a, epoch) / "part-0.parquet")
-        table_b = pq.read_table(store.epoch_dir(traces_b, epoch) / "part-0.parquet")
+        table_a = pq.read_table(trace_store.epoch_dir(traces_a, epoch) / "part-0.parquet")
+        table_b = pq.read_table(trace_store.epoch_dir(traces_b, epoch) / "part-0.parquet")
         assert table_b.schema.equals(table_a.schema), f"trace schema of epoch {epoch} differs"
         if epoch in FEATURE_EPOCHS:
             assert table_b.column("feature").equals(table_a.column("feature")), f"features of epoch {epoch}"
@@ -272,7 +273,7 @@ def test_finished_run_resumes_as_a_no_op(tmp_path, cell, data, labels, warm, run
     assert trainer.epoch == T_MAX
     assert without_timing(trainer.history) == without_timing(trainer_a.history)
     assert sorted(p.name for p in (out_a / "epochs").iterdir()) == [
-        store.epoch_dir("", e).name for e in range(T_P, T_MAX + 1)]
+        trace_store.epoch_dir("", e).name for e in range(T_P, T_MAX + 1)]
 
 
 def test_finetune_resume_equals_uninterrupted(tmp_path, cell, data, labels, run_a) -> None:
@@ -312,7 +313,7 @@ def test_changed_fingerprint_starts_afresh(tmp_path, cell, data, labels, warm) -
     assert state["fingerprint"] == "new" and state["epoch"] == T_P
     assert [r["epoch"] for r in state["history"]] == [T_P]
     # The stale run's later traces are gone.
-    assert [p.name for p in (tmp_path / "epochs").iterdir()] == [store.epoch_dir("", T_P).name]
+    assert [p.name for p in (tmp_path / "epochs").iterdir()] == [trace_store.epoch_dir("", T_P).name]
 
 
 def test_checkpoint_of_another_phase_is_not_resumed(tmp_path, cell, data, labels, warm) -> None:
@@ -331,7 +332,7 @@ def test_checkpoint_of_another_phase_is_not_resumed(tmp_path, cell, data, labels
 def test_traces_read_in_one_call(run_a, labels) -> None:
     out, trainer, _ = run_a
     frame = pd.read_parquet(out / "epochs")
-    assert set(store.TRACE_COLUMNS) | {"epoch", "feature"} == set(frame.columns)
+    assert set(trace_store.TRACE_COLUMNS) | {"epoch", "feature"} == set(frame.columns)
     frame["epoch"] = frame["epoch"].astype(int)
     assert sorted(frame["epoch"].unique()) == list(range(T_P, T_MAX + 1))
     assert (frame.groupby("epoch").size() == N_TRAIN).all()
@@ -341,14 +342,14 @@ def test_traces_read_in_one_call(run_a, labels) -> None:
         rows = rows.sort_values("index")
         np.testing.assert_array_equal(rows["index"].to_numpy(), np.arange(1000, 1000 + N_TRAIN))
         np.testing.assert_array_equal(rows["given_label"].to_numpy(), labels.given)
-    last = store.read_traces(out / "epochs").query(f"epoch == {T_MAX}")
+    last = trace_store.read_traces(out / "epochs").query(f"epoch == {T_MAX}")
     np.testing.assert_array_equal(last["in_G"].to_numpy(), trainer.in_G)
     np.testing.assert_array_equal(last["label"].to_numpy(), trainer.labels)
 
 
 def test_trace_columns_follow_the_selection_rules(run_a, labels, cell) -> None:
     out, _, _ = run_a
-    frame = store.read_traces(out / "epochs").drop(columns="feature")
+    frame = trace_store.read_traces(out / "epochs").drop(columns="feature")
     previous_G, previous_label = labels.init_G, labels.given
     for epoch in range(T_P, T_MAX + 1):
         rows = frame[frame["epoch"] == epoch]
@@ -371,7 +372,7 @@ def test_trace_columns_follow_the_selection_rules(run_a, labels, cell) -> None:
         previous_G, previous_label = in_G, label
     assert frame["lof_score"].notna().any() and frame["lof_score"].isna().any()
     # Unscored rows are Parquet nulls, not NaN.
-    table = pq.read_table(store.epoch_dir(out / "epochs", T_P) / "part-0.parquet", columns=["lof_score"])
+    table = pq.read_table(trace_store.epoch_dir(out / "epochs", T_P) / "part-0.parquet", columns=["lof_score"])
     column = table.column("lof_score")
     assert column.null_count > 0
     assert not pc.any(pc.is_nan(column.drop_null())).as_py()
@@ -380,12 +381,12 @@ def test_trace_columns_follow_the_selection_rules(run_a, labels, cell) -> None:
 def test_trace_features_are_float16_and_match_the_model(run_a, data) -> None:
     out, trainer, _ = run_a
     for epoch in FEATURE_EPOCHS:
-        feats = store.read_features(out / "epochs", epoch)
+        feats = trace_store.read_features(out / "epochs", epoch)
         assert feats.dtype == np.float16 and feats.shape == (N_TRAIN, 8 * WIDTH)
         np.testing.assert_allclose(np.linalg.norm(feats.astype(np.float32), axis=1), 1.0, atol=2e-3)
     final = trainer.extract(data.train, 64).features
-    np.testing.assert_array_equal(store.read_features(out / "epochs", T_MAX), final.astype(np.float16))
-    assert not np.array_equal(store.read_features(out / "epochs", T_P), store.read_features(out / "epochs", T_MAX))
+    np.testing.assert_array_equal(trace_store.read_features(out / "epochs", T_MAX), final.astype(np.float16))
+    assert not np.array_equal(trace_store.read_features(out / "epochs", T_P), trace_store.read_features(out / "epochs", T_MAX))
 
 
 # -- 4. ablation switches -----------------------------------------------------------------------
@@ -412,7 +413,7 @@ def test_all_switches_off_trains_on_every_sample(tmp_path, data, labels) -> None
 
 def test_full_method_keeps_G_a_subset_and_reports_its_precision(run_a, labels) -> None:
     out, trainer, _ = run_a
-    frame = store.read_traces(out / "epochs")
+    frame = trace_store.read_traces(out / "epochs")
     # G is a strict subset after the opening selection (the twins guarantee removals there);
     # later, lc_alpha 0.9 may relabel every sample to its prediction and so admit all of S.
     assert not frame[frame["epoch"] == T_P]["in_G"].all()

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.neighbors import KNeighborsClassifier
 
-from pipeline.evaluate import knn_accuracy, knn_predict, topk_accuracy
+from pipeline.method.evaluate import knn_accuracy, knn_predict, topk_accuracy
 
 
 def test_topk_accuracy_on_a_hand_example() -> None:

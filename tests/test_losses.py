@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.losses import classification_loss, mixup, sample_mixup_lambda, soft_cross_entropy
+from pipeline.method.losses import classification_loss, mixup, sample_mixup_lambda, soft_cross_entropy
 
 K = 5
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.models import (
+from pipeline.method.models import (
     MODEL_ARCHS,
     ModelOutput,
     PreActResNet18,

@@ -11,9 +11,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import noise
-from pipeline.errors import UserError
-from pipeline.noise import (
+from pipeline.data import noise
+from pipeline.data.noise import (
     CIFAR10_ASYM_MAP,
     CIFAR100_COARSE,
     LabelFile,
@@ -27,6 +26,7 @@ from pipeline.noise import (
     symmetric_noise,
     write_label_file,
 )
+from pipeline.errors import UserError
 
 # The CIFAR-100 super-classes as listed on the CIFAR page, by fine-class name; written
 # independently of CIFAR100_COARSE so that a slip in either shows up.

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import tracking, workspace
+from pipeline.tracking import mlflow_runs, workspace
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ def ws(tmp_path_factory) -> Path:
     params = root / "tiny.yaml"
     params.write_text(yaml.safe_dump(TINY))
     ws = workspace.create(root / "ws", params)
-    subprocess.run([sys.executable, "-m", "pipeline.cli", "prepare-tracking"], cwd=ws, check=True)
+    subprocess.run([sys.executable, "-m", "stages.cli", "prepare-tracking"], cwd=ws, check=True)
     ws.joinpath("first.log").write_text(dvc(ws, "repro"))
     return ws
 
@@ -79,7 +79,7 @@ def test_first_repro_runs_every_stage_and_writes_all_outputs(ws: Path) -> None:
 
 def test_mlflow_holds_one_parent_per_cell_with_tags_and_nested_stages(ws: Path) -> None:
     uri = f"sqlite:///{ws / 'mlflow.db'}"
-    parents = tracking.find_cell_runs(uri, "tiny")
+    parents = mlflow_runs.find_cell_runs(uri, "tiny")
     assert sorted(parents["tags.mtadcs.cell"]) == ["t-ce", "t-full"]
     full = parents[parents["tags.mtadcs.cell"] == "t-full"].iloc[0]
     assert full["tags.dataset"] == "digits" and full["tags.noise"] == "sym" and full["tags.rate"] == "0.5"

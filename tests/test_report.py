@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import report, store
-from pipeline.report import (
+from pipeline.data import trace_store
+from pipeline.report import build
+from pipeline.report.build import (
     CLEAN_EASY,
     CLEAN_HARD,
     CROSS_ENTROPY,
@@ -23,14 +24,14 @@ from pipeline.report import (
     UNCLASSIFIED,
 )
 
-ALL_ON = dict.fromkeys(report.SWITCHES, True)
-ALL_OFF = dict.fromkeys(report.SWITCHES, False)
+ALL_ON = dict.fromkeys(build.SWITCHES, True)
+ALL_OFF = dict.fromkeys(build.SWITCHES, False)
 C10_SYM50 = "CIFAR-10 sym 50%"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def switches(*on: str) -> dict[str, bool]:
-    return {k: k in on for k in report.SWITCHES}
+    return {k: k in on for k in build.SWITCHES}
 
 
 def done(cell: str, sw: dict, top1: float, *, dataset: str = "cifar10", noise: str = "sym", rate: float | None = 0.5,
@@ -72,7 +73,7 @@ PARAMS = {"c100-sym50": {"data": {"dataset": "cifar100"}, "noise": {"kind": "sym
 
 @pytest.fixture(scope="module")
 def paper() -> pd.DataFrame:
-    return report.load_paper_tables()
+    return build.load_paper_tables()
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ def metrics(tmp_path_factory) -> dict[str, dict]:
     folder = tmp_path_factory.mktemp("metrics")
     for cell, m in grid().items():
         (folder / f"{cell}.json").write_text(json.dumps(m))
-    return report.with_settings(report.load_cell_metrics(folder, CELLS), PARAMS)
+    return build.with_settings(build.load_cell_metrics(folder, CELLS), PARAMS)
 
 
 def row(frame: pd.DataFrame, name: str) -> pd.Series:
@@ -101,33 +102,33 @@ def test_paper_tables_ship_with_the_package(paper):
 
 
 @pytest.mark.parametrize(("on", "name"), [
-    (report.SWITCHES, FULL), ((), CROSS_ENTROPY), (("mixup",), MIXUP), (("lof",), "LOF"),
+    (build.SWITCHES, FULL), ((), CROSS_ENTROPY), (("mixup",), MIXUP), (("lof",), "LOF"),
     (("lof", "confidence_set"), "LOF+CS"), (("lof", "confidence_set", "removal"), "LOF+CS+SR"),
     (("lof", "confidence_set", "removal", "contrastive"), "LOF+CS+SR+CL"),
     (("lof", "confidence_set", "removal", "contrastive", "mixup"), "LOF+CS+SR+CL+Mixup"),
     (("contrastive", "lof"), "LOF+CL"),  # the paper's order, whatever the dict's
 ])
 def test_row_name(on, name):
-    assert report.row_name(switches(*on)) == name
+    assert build.row_name(switches(*on)) == name
 
 
 def test_table3_row_names_are_the_papers(paper):
     methods = set(paper.loc[paper.table == "table3", "method"])
     ablation = ["lof", "confidence_set", "removal", "contrastive", "mixup"]
     for n in range(1, 6):
-        assert report.row_name(switches(*ablation[:n])) in methods
-    assert report.TABLE3_NAMES[FULL] in methods and report.TABLE3_NAMES[CROSS_ENTROPY] in methods
+        assert build.row_name(switches(*ablation[:n])) in methods
+    assert build.TABLE3_NAMES[FULL] in methods and build.TABLE3_NAMES[CROSS_ENTROPY] in methods
 
 
 def test_missing_metrics_file_is_not_run(tmp_path):
-    got = report.load_cell_metrics(tmp_path, ["c10-sym90"])
+    got = build.load_cell_metrics(tmp_path, ["c10-sym90"])
     assert got == {"c10-sym90": {"cell": "c10-sym90", "status": NOT_RUN, "reason": "no metrics file"}}
 
 
 # --------------------------------------------------------------------------- tables
 
 def test_table1_ours_paper_and_difference(metrics, paper):
-    t = report.table1(metrics, paper)
+    t = build.table1(metrics, paper)
     assert row(t, "MTaDCS (ours)")[C10_SYM50] == 71.2
     assert row(t, "MTaDCS (paper)")[C10_SYM50] == 95.4
     assert row(t, "Δ MTaDCS")[C10_SYM50] == -24.2
@@ -147,14 +148,14 @@ def test_table1_average_needs_every_column(paper):
     tops = {"c10-sym20": (0.2, 90.0), "c10-sym50": (0.5, 91.0), "c10-sym80": (0.8, 92.0), "c10-sym90": (0.9, 93.0)}
     cells = {c: done(c, ALL_ON, v, rate=r) for c, (r, v) in tops.items()}
     cells["c10-asym40"] = done("c10-asym40", ALL_ON, 94.0, noise="asym", rate=0.4)
-    t = report.table1(cells, paper)
+    t = build.table1(cells, paper)
     assert row(t, "MTaDCS (ours)")["CIFAR-10 avg"] == 92.0
     assert row(t, "Δ MTaDCS")["CIFAR-10 avg"] == -1.5
     assert row(t, "Δ MTaDCS")["CIFAR-10 asym 40%"] == pytest.approx(-0.2)
 
 
 def test_table2a_is_after_finetuning(metrics, paper):
-    t = report.table2a(metrics, paper)
+    t = build.table2a(metrics, paper)
     assert row(t, "MTaDCS+ (ours)")[C10_SYM50] == 72.0
     assert row(t, "MTaDCS+ (paper)")[C10_SYM50] == 95.5
     assert row(t, "Δ MTaDCS+")[C10_SYM50] == -23.5
@@ -162,7 +163,7 @@ def test_table2a_is_after_finetuning(metrics, paper):
 
 
 def test_table2b_shows_webvision_not_run(metrics, paper):
-    t = report.table2b(metrics, paper)
+    t = build.table2b(metrics, paper)
     labels = ["WebVision top-1", "WebVision top-5", "ILSVRC12 top-1", "ILSVRC12 top-5"]
     assert list(t.columns[2:]) == labels
     for name in ("MTaDCS (ours)", "MTaDCS+ (ours)"):
@@ -177,13 +178,13 @@ def test_table2b_reads_the_webvision_test_sets(paper):
     m = done("wv", ALL_ON, 0.0, dataset="webvision50", noise="none", rate=None)
     m["train"] = {"webvision_val/top1": 70.0, "webvision_val/top5": 90.0, "ilsvrc12_val/top1": 66.2,
                   "ilsvrc12_val/top5": 88.0}
-    t = report.table2b({"wv": m}, paper)
+    t = build.table2b({"wv": m}, paper)
     assert row(t, "Δ MTaDCS")["ILSVRC12 top-1"] == -10.0
-    assert row(t, "MTaDCS+ (ours)")["WebVision top-1"] == report.NOT_FINETUNED
+    assert row(t, "MTaDCS+ (ours)")["WebVision top-1"] == build.NOT_FINETUNED
 
 
 def test_table3_ablation_rows(metrics, paper):
-    t = report.table3(metrics, paper)
+    t = build.table3(metrics, paper)
     assert row(t, "none (ours)")[C10_SYM50] == 50.0
     assert row(t, "Δ none")[C10_SYM50] == -9.1  # Table 3's CE number, not Table 1's
     assert row(t, "Δ LOF")[C10_SYM50] == -23.2
@@ -196,8 +197,8 @@ def test_table3_ablation_rows(metrics, paper):
 
 
 def test_every_cell_is_shown_somewhere(metrics, paper):
-    placed = report.placements(metrics, paper)
-    project = report.project_table(metrics, paper)
+    placed = build.placements(metrics, paper)
+    project = build.project_table(metrics, paper)
     assert set(project["cell"]) == {"digits-sym40", "c10-sym50-seed1"}
     assert placed["table1"]["c10-sym50"] == FULL  # the first cell keeps the slot
     shown = set().union(*placed.values()) | set(project["cell"])
@@ -207,17 +208,17 @@ def test_every_cell_is_shown_somewhere(metrics, paper):
 
 
 def test_cells_table_reports_why_not_run(metrics, paper):
-    cells = report.cells_table(metrics, paper).set_index("cell")
+    cells = build.cells_table(metrics, paper).set_index("cell")
     assert cells.loc["webvision50", "status"] == "not run: data.path not set"
     assert cells.loc["webvision50", "tables"] == "table2b"
-    assert cells.loc["c10-sym50-none", "finetuned top1"] == report.NOT_FINETUNED
+    assert cells.loc["c10-sym50-none", "finetuned top1"] == build.NOT_FINETUNED
     assert cells.loc["c10-sym50", "tables"] == "table1, table2a, table3"
 
 
 def test_markdown_signs_differences_and_dashes_gaps():
     frame = pd.DataFrame([{"row": "A (ours)", "x": 1.25, "y": math.nan}, {"row": "Δ A", "x": -2.0, "y": 3.0}],
                          dtype=object)
-    assert report.markdown_table(frame).splitlines()[2:] == ["| A (ours) | 1.2 | — |", "| Δ A | -2.0 | +3.0 |"]
+    assert build.markdown_table(frame).splitlines()[2:] == ["| A (ours) | 1.2 | — |", "| Δ A | -2.0 | +3.0 |"]
 
 
 # --------------------------------------------------------------------------- Figure 5b categories
@@ -234,7 +235,7 @@ def hand_built() -> tuple[pd.DataFrame, pd.Series]:
 
 def test_categorise_hand_built_example():
     traces, clean = hand_built()
-    got = report.categorise(traces, clean, threshold=3)
+    got = build.categorise(traces, clean, threshold=3)
     assert got.to_dict() == {
         0: CLEAN_EASY,  # correct, never in Ḡ
         1: MISLABELED_EASY,  # wrong, never in G
@@ -249,36 +250,36 @@ def test_categorise_hand_built_example():
 
 
 def test_categorise_scales_the_threshold_to_the_run():
-    assert [report.occurrence_threshold(n) for n in (240, 120, 48, 12, 1)] == [10, 5, 2, 1, 1]
+    assert [build.occurrence_threshold(n) for n in (240, 120, 48, 12, 1)] == [10, 5, 2, 1, 1]
     traces, clean = hand_built()  # 10 epochs: k = 1, so "easy" means never in the other set
-    got = report.categorise(traces, clean)
+    got = build.categorise(traces, clean)
     assert got[9 - 1] == UNCLASSIFIED and got[2] == CLEAN_HARD and got[4] == UNCLASSIFIED
 
 
 def test_category_distances_are_means_per_epoch():
     traces, clean = hand_built()
-    cats = report.categorise(traces, clean, threshold=3)
-    d = report.category_distances(traces, cats)
-    assert list(d.columns) == list(report.CATEGORIES)
+    cats = build.categorise(traces, clean, threshold=3)
+    d = build.category_distances(traces, cats)
+    assert list(d.columns) == list(build.CATEGORIES)
     assert d.loc[4, CLEAN_EASY] == 4.0 and d.loc[4, MISLABELED_HARD] == 7.0
     assert list(d.index) == list(range(10))
 
 
 def test_default_figure_cells_follow_the_paper(metrics):
-    chosen = report.default_figure_cells(metrics)
-    assert chosen == report.FigureCells("c10-sym50-lof", "c10-sym50-lof-cs", ("c10-sym20",), "c10-sym50")
-    assert report.default_figure_cells(metrics, "digits-sym40").fig5b == "digits-sym40"
+    chosen = build.default_figure_cells(metrics)
+    assert chosen == build.FigureCells("c10-sym50-lof", "c10-sym50-lof-cs", ("c10-sym20",), "c10-sym50")
+    assert build.default_figure_cells(metrics, "digits-sym40").fig5b == "digits-sym40"
 
 
 def test_choose_epochs_like_the_paper():
-    assert report.choose_epochs(range(11, 251)) == [30, 125, 250]
-    assert report.choose_epochs(range(2, 14)) == [2, 6, 13]
-    assert report.choose_epochs([]) == []
+    assert build.choose_epochs(range(11, 251)) == [30, 125, 250]
+    assert build.choose_epochs(range(2, 14)) == [2, 6, 13]
+    assert build.choose_epochs([]) == []
 
 
 def test_selection_counts():
     traces, _ = hand_built()
-    counts = report.selection_counts(traces, [0, 9])
+    counts = build.selection_counts(traces, [0, 9])
     assert counts.loc[0, 0] == 1 and counts.loc[1, 0] == 9  # at epoch 0 only sample 1 is outside G
     assert counts[9].sum() == 10 and counts.loc[10, 9] == 2 and counts.loc[5, 9] == 2
 
@@ -297,7 +298,7 @@ def write_traces(root: Path, given: np.ndarray, clean: np.ndarray, *, keep: bool
         draw = rng.random(N) < np.where(correct, 0.25, 0.03)
         in_g = (in_g | draw) if keep else draw
         dist = np.where(correct, 1.0 - 0.05 * t, 0.8 + 0.03 * t) + rng.normal(0, 0.02, N)
-        store.write_epoch(root, epoch, {
+        trace_store.write_epoch(root, epoch, {
             "index": np.arange(N), "given_label": given, "label": given, "pred": clean, "in_G": in_g.copy(),
             "lof_score": np.where(draw, 1.0, np.nan), "selected": draw, "removed": np.zeros(N, bool),
             "flipped": np.zeros(N, bool), "dist_to_class_centre": dist.astype(np.float32)})
@@ -334,8 +335,8 @@ def written(tmp_path_factory) -> tuple[Path, list[Path]]:
         histories[cell].parent.mkdir(exist_ok=True)
         history(g0, slope).to_csv(histories[cell], index=False)
     out = base / "reports"
-    figures = report.FigureCells("c10-sym50-lof", "c10-sym50-lof-cs", ("c10-sym20", "c10-sym50"), "c10-sym50")
-    paths = report.write_report(base / "metrics", CELLS, PARAMS, out, traces_for=traces,
+    figures = build.FigureCells("c10-sym50-lof", "c10-sym50-lof-cs", ("c10-sym20", "c10-sym50"), "c10-sym50")
+    paths = build.write_report(base / "metrics", CELLS, PARAMS, out, traces_for=traces,
                                 labels_for={"c10-sym50": labels}, histories_for=histories, figures=figures)
     return out, paths
 
@@ -385,7 +386,7 @@ def test_figures_skipped_when_their_cells_did_not_run(tmp_path):
     (tmp_path / "m").mkdir()
     for cell, m in cells.items():
         (tmp_path / "m" / f"{cell}.json").write_text(json.dumps(m))
-    paths = report.write_report(tmp_path / "m", list(cells), None, tmp_path / "r", traces_for={}, labels_for={})
+    paths = build.write_report(tmp_path / "m", list(cells), None, tmp_path / "r", traces_for={}, labels_for={})
     md = (tmp_path / "r" / "report.md").read_text()
     assert "Figure 4 not drawn: the grid has no LOF-alone and LOF+CS cells to compare." in md
     assert "Figure 5b not drawn: cell c10-sym50 not run (stopped)." in md

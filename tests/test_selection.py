@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.selection import (
+from pipeline.method.selection import (
     SelectionResult,
     confidence_set_quality,
     lof_scores,

@@ -39,7 +39,7 @@ def test_a_users_folder_has_no_clean_labels_and_starts_with_everything_in_G(tmp_
 
 
 def test_injected_noise_on_digits_keeps_clean_labels_and_a_verified_subset(tmp_path) -> None:
-    from pipeline.noise import write_label_file
+    from pipeline.data.noise import write_label_file
     from stages import noise
     from stages.common import load_data, load_labels
 

@@ -23,19 +23,17 @@ import yaml
 pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
 
-from pipeline.tracking import (  # noqa: E402
+from pipeline.tracking.mlflow_runs import (  # noqa: E402
     NullRun,
     default_tracking_uri,
-    dvc_lock_digest,
     experiment_id,
-    file_digest,
     find_cell_runs,
     flatten,
-    git_commit,
     lock_path,
     prepare_store,
     stage_run,
 )
+from pipeline.tracking.provenance import dvc_lock_digest, file_digest, git_commit  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,7 +122,7 @@ def test_prepare_store_backs_up_and_upgrades_an_old_schema(store_uri: str, tmp_p
         command.downgrade(config, "-1")
     old = _get_schema_version(engine)
     assert old != head
-    code = f"from pipeline.tracking import prepare_store; prepare_store({uri!r})"
+    code = f"from pipeline.tracking.mlflow_runs import prepare_store; prepare_store({uri!r})"
     subprocess.run([sys.executable, "-c", code], env=_env(), check=True, capture_output=True, timeout=60)
     assert _get_schema_version(engine) == head
     assert (tmp_path / f"mlflow.db.{old}.bak").is_file()
@@ -247,7 +245,7 @@ _WORKER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     import mlflow  # imported before the barrier, so the processes hit the store together
-    from pipeline.tracking import stage_run
+    from pipeline.tracking.mlflow_runs import stage_run
 
     uri, experiment, stage, ready, go = sys.argv[1:]
     Path(ready).touch()
@@ -303,12 +301,12 @@ def _write_lock(root: Path, params: dict, outs_md5: str = "o1") -> None:
         "schema": "2.0",
         "stages": {
             "train@c1": {
-                "cmd": "python -m pipeline.cli train c1",
+                "cmd": "python -m stages.cli train c1",
                 "deps": [{"path": "data/labels/c1.parquet", "hash": "md5", "md5": "d1", "size": 10}],
                 "params": {"params.yaml": params},
                 "outs": [{"path": "data/runs/c1/train", "hash": "md5", "md5": outs_md5, "size": 5, "nfiles": 2}],
             },
-            "noise@c1": {"cmd": "python -m pipeline.cli noise c1", "outs": []},
+            "noise@c1": {"cmd": "python -m stages.cli noise c1", "outs": []},
         },
     }
     (root / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))

@@ -1,6 +1,6 @@
 """`mtadcs` command line: one command per DVC stage (what dvc.yaml calls), plus quickstart.
 
-dvc.yaml calls `python -m pipeline.cli <stage> --cell <cell>` rather than the console
+dvc.yaml calls `python -m stages.cli <stage> --cell <cell>` rather than the console
 script: inside a queued `dvc exp run`, an editable install's console script would import
 the main workspace's code instead of the experiment's copy.
 """
@@ -106,10 +106,10 @@ def check_params(params: Path = PARAMS, root: Path = ROOT) -> None:
 @app.command("prepare-tracking")
 def prepare_tracking(root: Path = ROOT) -> None:
     """Create (or migrate) the MLflow store once, before stages run in parallel."""
-    from pipeline import tracking
+    from pipeline.tracking import mlflow_runs
 
-    uri = tracking.default_tracking_uri(root.resolve())
-    tracking.prepare_store(uri)
+    uri = mlflow_runs.default_tracking_uri(root.resolve())
+    mlflow_runs.prepare_store(uri)
     typer.echo(f"MLflow store ready: {uri}")
 
 
@@ -120,7 +120,7 @@ def quickstart(
     force: bool = typer.Option(False, help="Reuse an existing workspace (dvc repro runs only what changed)."),
 ) -> None:
     """Run the whole pipeline (dvc repro) on the offline digits profile in a fresh workspace."""
-    from pipeline import workspace
+    from pipeline.tracking import workspace
 
     workspace.quickstart(directory, profile=profile, force=force)
 

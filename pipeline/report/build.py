@@ -33,7 +33,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from pipeline import store
+from pipeline.data import trace_store
 from pipeline.runtime import atomic_path, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -737,8 +737,8 @@ def _draw_fig4(cells: FigureCells, metrics: Mapping[str, dict], traces_for: Mapp
     if why:
         figs.notes["fig4"] = f"Figure 4 not drawn: {why}."
         return
-    lof = store.read_traces(traces_for[cells.fig4_lof], columns=TRACE_FIG4)
-    cs = store.read_traces(traces_for[cells.fig4_lof_cs], columns=TRACE_FIG4)
+    lof = trace_store.read_traces(traces_for[cells.fig4_lof], columns=TRACE_FIG4)
+    cs = trace_store.read_traces(traces_for[cells.fig4_lof_cs], columns=TRACE_FIG4)
     epochs = choose_epochs(sorted(set(lof["epoch"]) & set(cs["epoch"])))
     if not epochs:
         figs.notes["fig4"] = f"Figure 4 not drawn: {cells.fig4_lof} and {cells.fig4_lof_cs} share no traced epoch."
@@ -775,7 +775,7 @@ def _draw_fig5b(cells: FigureCells, metrics: Mapping[str, dict], traces_for: Map
     if why:
         figs.notes["fig5b"] = f"Figure 5b not drawn: {why}."
         return
-    traces = store.read_traces(traces_for[cell], columns=TRACE_FIG5B)
+    traces = trace_store.read_traces(traces_for[cell], columns=TRACE_FIG5B)
     categories = categorise(traces, clean)
     figs.data["fig5b"] = figure5b(traces, clean, out / "fig5b.png", categories=categories)
     figs.drawn.add("fig5b")

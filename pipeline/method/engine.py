@@ -31,23 +31,24 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from pipeline import augment, store
 from pipeline.config import CellConfig
-from pipeline.contrastive import (
+from pipeline.data import trace_store
+from pipeline.data.datasets import Dataset, Split, SplitDataset
+from pipeline.errors import UserError
+from pipeline.method import augment
+from pipeline.method.contrastive import (
     LabelledQueue,
     cap_queue_size,
     local_supcon_loss,
     make_key_encoder,
     momentum_update,
 )
-from pipeline.correction import correct_labels, init_soft_labels, scaled_alpha
-from pipeline.data import Dataset, Split, SplitDataset
-from pipeline.errors import UserError
-from pipeline.evaluate import knn_accuracy, topk_accuracy
-from pipeline.losses import mixup, soft_cross_entropy
-from pipeline.models import build_model
+from pipeline.method.correction import correct_labels, init_soft_labels, scaled_alpha
+from pipeline.method.evaluate import knn_accuracy, topk_accuracy
+from pipeline.method.losses import mixup, soft_cross_entropy
+from pipeline.method.models import build_model
+from pipeline.method.selection import SelectionResult, confidence_set_quality, update_confidence_set
 from pipeline.runtime import Progress, atomic_path, configure, show_bar
-from pipeline.selection import SelectionResult, confidence_set_quality, update_confidence_set
 
 log = logging.getLogger(__name__)
 
@@ -372,11 +373,11 @@ def run_train(cell: CellConfig, data: Dataset, labels: TrainingLabels, warmup_ch
     if not _resume_point(trainer, out_dir, "train", fingerprint):
         trainer.load(Path(warmup_checkpoint))  # warm-up's optimizer and queue carry on
         trainer.history = []
-        store.drop_epochs_after(traces, -1)
+        trace_store.drop_epochs_after(traces, -1)
         with Progress(False, "", 0) as quiet:
             record = _select(trainer, labels, quiet, traces, correct=False)
         _finish_epoch(trainer, record, out_dir / CHECKPOINT, fingerprint, quiet, on_epoch)
-    store.drop_epochs_after(traces, trainer.epoch)  # partial epochs of a killed run
+    trace_store.drop_epochs_after(traces, trainer.epoch)  # partial epochs of a killed run
     views = _train_transform(cell, data)
     total = o.epochs - o.warmup_epochs
     with Progress(show_bar(cell.runtime), f"{cell.name} MTaDCS", total, trainer.epoch - o.warmup_epochs) as progress:
@@ -487,7 +488,7 @@ def _write_trace(trainer: Trainer, labels: TrainingLabels, ext: Extraction, resu
         "dist_to_class_centre": class_centre_distance(ext.features, trainer.labels, trainer.in_G,
                                                       trainer.data.num_classes),
     }
-    store.write_epoch(traces, epoch, columns, ext.features if keep_features else None)
+    trace_store.write_epoch(traces, epoch, columns, ext.features if keep_features else None)
 
 
 def run_finetune(cell: CellConfig, data: Dataset, labels: TrainingLabels, train_checkpoint: str | Path,

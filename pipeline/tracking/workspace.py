@@ -19,7 +19,7 @@ from pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 CODE = ("pipeline", "stages")
 SOURCE_COMMIT = "SOURCE_COMMIT"  # the project commit whose code the workspace snapshots
 
@@ -57,7 +57,7 @@ def create(directory: Path, params_file: Path, project: Path = PROJECT) -> Path:
 
 def _source_commit(project: Path) -> str:
     """HEAD of the project, marked '-dirty' when its code differs from that commit."""
-    from pipeline.tracking import git_commit
+    from pipeline.tracking.provenance import git_commit
 
     commit = git_commit(project) or "unknown"
     status = subprocess.run(["git", "status", "--porcelain", "--", *CODE, "dvc.yaml"], cwd=project,
@@ -85,7 +85,7 @@ def _anchor_data_paths(text: str, project: Path) -> str:
 
 def repro(directory: Path, *targets: str) -> None:
     """Create the MLflow store once, then `dvc repro` (output streams to the terminal)."""
-    _run([sys.executable, "-m", "pipeline.cli", "prepare-tracking"], directory)
+    _run([sys.executable, "-m", "stages.cli", "prepare-tracking"], directory)
     _run([sys.executable, "-m", "dvc", "repro", *targets], directory)
 
 
@@ -104,7 +104,7 @@ def quickstart(directory: Path, *, profile: str = "quick", force: bool = False) 
 
 
 def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    # dvc.yaml calls `python -m pipeline.cli`: put this interpreter's venv first on PATH so the
+    # dvc.yaml calls `python -m stages.cli`: put this interpreter's venv first on PATH so the
     # stages run with the same installation even when the venv is not activated.
     env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     result = subprocess.run(command, cwd=cwd, env=env)
