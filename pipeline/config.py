@@ -14,8 +14,10 @@ same reason: a typo in the last cell must not surface hours into a `dvc repro`.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -28,13 +30,26 @@ SECTIONS = (
 )
 CELL_NAME = re.compile(r"^[A-Za-z0-9_-]+$")  # DVC param tracking breaks on dotted keys
 
+DatasetKind = Literal["cifar10", "cifar100", "digits", "npz", "folder", "webvision50"]
+DATASET_KINDS: tuple[str, ...] = get_args(DatasetKind)
+# Datasets delivered with clean labels (noise is injected); folder and WebVision labels are
+# of unknown correctness, so they have no precision/recall and kNN votes with current labels.
+CLEAN_LABELLED = ("cifar10", "cifar100", "digits", "npz")
+# The asymmetric map a dataset brings; any other dataset flips c -> c+1 ("next").
+OWN_ASYM_MAP = {"cifar10": "cifar10", "cifar100": "cifar100"}
+
+# The method switches of the paper's Table 3, in its order, with the names it prints.
+SWITCHES = {"lof": "LOF", "confidence_set": "CS", "removal": "SR", "contrastive": "CL",
+            "mixup": "Mixup", "label_correction": "LC"}
+FULL, CROSS_ENTROPY, MIXUP = "MTaDCS (full)", "Cross-Entropy", "Mixup"
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DataConfig(Section):
-    dataset: Literal["cifar10", "cifar100", "digits", "npz", "folder", "webvision50"] = "digits"
+    dataset: DatasetKind = "digits"
     root: str = "data/raw"  # where downloads and archives live
     path: str | None = None  # npz file, folder/CSV, or WebVision root
     ilsvrc_root: str | None = None  # ILSVRC12 val in class folders (webvision50 only)
@@ -47,6 +62,13 @@ class DataConfig(Section):
         if self.dataset in ("npz", "folder") and not self.path:
             raise ValueError(f"data.path is required for dataset '{self.dataset}'")
         return self
+
+    @property
+    def skip_reason(self) -> str | None:
+        """Why a cell on this data cannot run here (WebVision without its data), or None."""
+        if self.dataset == "webvision50" and not self.path:
+            return "data.path not set (WebVision 1.0 root)"
+        return None
 
 
 class NoiseConfig(Section):
@@ -69,6 +91,10 @@ class NoiseConfig(Section):
     def real_noise(self) -> bool:
         """Real noise (delivered labels or a label file): G starts as the whole set."""
         return self.kind in ("none", "file")
+
+    def asym_map_for(self, dataset: str) -> str:
+        """noise.asym_map, or the dataset's own map (CIFAR-10/100); other datasets flip c -> c+1."""
+        return self.asym_map or OWN_ASYM_MAP.get(dataset, "next")
 
 
 class ModelConfig(Section):
@@ -114,6 +140,11 @@ class MethodConfig(Section):
     # Training augmentation (RandAugment, two views)
     randaugment_ops: int = Field(2, ge=0)
     randaugment_magnitude: int = Field(9, ge=0, le=30)
+
+    @property
+    def switches(self) -> dict[str, bool]:
+        """The Table 3 switches of this method, in the paper's order."""
+        return {name: getattr(self, name) for name in SWITCHES}
 
     @property
     def keeps_all(self) -> bool:
@@ -204,6 +235,46 @@ class CellConfig(Section):
     evaluate: EvaluateConfig
     runtime: RuntimeConfig
     tracking: TrackingConfig
+
+
+@dataclass(frozen=True)
+class CellIdentity:
+    """What a cell is, for tables and tags: where it lands in the paper's tables and its row."""
+
+    dataset: str
+    noise: str
+    rate: float
+    convention: str
+    switches: dict[str, bool]
+
+    @property
+    def row(self) -> str:
+        return row_name(self.switches)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "noise": self.noise, "rate": self.rate,
+                "sym_convention": self.convention, "switches": dict(self.switches), "row": self.row}
+
+
+def cell_identity(cell: CellConfig) -> CellIdentity:
+    return CellIdentity(dataset=cell.data.dataset, noise=cell.noise.kind, rate=cell.noise.rate,
+                        convention=cell.noise.sym_convention, switches=cell.method.switches)
+
+
+def row_name(switches: Mapping[str, bool]) -> str:
+    """The paper's row for a set of method switches (a missing switch counts as off).
+
+    All on: the full method; all off: Cross-Entropy (Table 1, and Table 3's "none"); mixup
+    alone: Table 1's Mixup; otherwise the switches that are on, in Table 3's order, joined by "+".
+    """
+    on = [k for k in SWITCHES if bool(switches.get(k, False))]
+    if len(on) == len(SWITCHES):
+        return FULL
+    if not on:
+        return CROSS_ENTROPY
+    if on == ["mixup"]:
+        return MIXUP
+    return "+".join(SWITCHES[k] for k in on)
 
 
 class Params(Section):

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# The status a stage writes (status.json, metrics JSON) when its cell cannot run here, and what
+# the report prints in that cell's place.
+NOT_RUN = "not run"
+
 
 @dataclass(frozen=True)
 class CellPaths:

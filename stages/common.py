@@ -14,17 +14,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.config import CellConfig, load_params, resolve_cell
+from pipeline.config import CellConfig, cell_identity, load_params, resolve_cell
 from pipeline.data.datasets import Dataset, load_dataset
 from pipeline.data.noise import read_label_file
-from pipeline.layout import CellPaths
+from pipeline.layout import NOT_RUN, CellPaths
 from pipeline.method.engine import TrainingLabels
 from pipeline.runtime import atomic_path, write_text_atomic
 from pipeline.tracking import mlflow_runs, provenance
 from pipeline.tracking.workspace import SOURCE_COMMIT
 
 log = logging.getLogger(__name__)
-NOT_RUN = "not run"
 CODE_ROOT = Path(__file__).resolve().parents[1]  # the directory holding pipeline/ and stages/
 
 
@@ -37,10 +36,7 @@ class StageContext:
     @property
     def skip_reason(self) -> str | None:
         """Why this cell cannot run here (WebVision without its data), or None."""
-        d = self.cell.data
-        if d.dataset == "webvision50" and not d.path:
-            return "data.path not set (WebVision 1.0 root)"
-        return None
+        return self.cell.data.skip_reason
 
 
 def context(root: str | Path, params_file: str | Path, cell_name: str) -> StageContext:
@@ -114,12 +110,10 @@ def is_not_run(out_dir: Path) -> bool:
 
 
 def cell_tags(cell: CellConfig) -> dict[str, str]:
-    m = cell.method
-    switches = {k: getattr(m, k) for k in ("lof", "confidence_set", "removal", "contrastive", "mixup", "label_correction")}
+    identity = cell_identity(cell)
     return {
-        "dataset": cell.data.dataset, "noise": cell.noise.kind, "rate": str(cell.noise.rate),
-        "sym_convention": cell.noise.sym_convention,
-        "ablation": "+".join(k for k, on in switches.items() if on) or "none",
+        "dataset": identity.dataset, "noise": identity.noise, "rate": str(identity.rate),
+        "sym_convention": identity.convention, "ablation": identity.row,
     }
 
 

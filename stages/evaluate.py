@@ -7,20 +7,17 @@ import json
 
 import pandas as pd
 
+from pipeline.config import cell_identity
 from pipeline.method import engine
 from pipeline.method.engine import CHECKPOINT
 from pipeline.method.selection import confidence_set_quality
 from pipeline.runtime import atomic_path
 from stages.common import NOT_RUN, StageContext, is_not_run, load_data, load_labels, stage_run, write_json
 
-SWITCHES = ("lof", "confidence_set", "removal", "contrastive", "mixup", "label_correction")
-
 
 def run(ctx: StageContext) -> None:
     cell, paths = ctx.cell, ctx.paths
-    summary = {"cell": cell.name, "dataset": cell.data.dataset, "noise": cell.noise.kind, "rate": cell.noise.rate,
-               "sym_convention": cell.noise.sym_convention,
-               "switches": {k: getattr(cell.method, k) for k in SWITCHES}}
+    summary = {"cell": cell.name} | cell_identity(cell).as_dict()
     if ctx.skip_reason or is_not_run(paths.stage_dir("train")):
         write_json(paths.metrics, summary | {"status": NOT_RUN, "reason": ctx.skip_reason or "train did not run"})
         write_history_plot(ctx)

@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
+from pipeline.config import DATASET_KINDS
 from pipeline.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-DATASET_KINDS = ("cifar10", "cifar100", "digits", "npz", "folder", "webvision50")
 
 # Sel-CL's normalisation (MTaDCS follows Sel-CL's CIFAR conventions, see METHOD.md).
 # The CIFAR-10 std is the widely copied (0.2023, 0.1994, 0.2010), kept for comparability.

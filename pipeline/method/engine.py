@@ -53,6 +53,7 @@ from pipeline.runtime import Progress, atomic_path, configure, show_bar
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
+FINETUNE_SEED_OFFSET = 10_000  # fine-tuning epochs draw randomness apart from the training epochs'
 EpochCallback = Callable[[dict], None]
 
 
@@ -82,18 +83,87 @@ def lr_at(epoch: int, base: float, milestones: list[int], gamma: float) -> float
     return base * gamma ** sum(epoch >= m for m in milestones)
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where tensors live and how they are computed: device, memory format, autocast."""
+
+    device: torch.device
+    channels_last: bool = False
+    amp: bool = False
+    workers: int = 0
+
+    @classmethod
+    def for_runtime(cls, runtime) -> Placement:
+        device = configure(runtime)
+        cuda = device.type == "cuda"
+        return cls(device, runtime.channels_last and cuda, runtime.amp and cuda, runtime.workers)
+
+    def module(self, model: torch.nn.Module) -> torch.nn.Module:
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def input(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp)
+
+    def loader(self, split: Split, transform, positions: np.ndarray | None, batch_size: int,
+               shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
+        dataset = SplitDataset(split, transform, positions)
+        return DataLoader(
+            dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=self.workers,
+            pin_memory=self.device.type == "cuda", persistent_workers=False,
+            drop_last=shuffle and len(dataset) > batch_size,  # no size-1 batch for BatchNorm
+        )
+
+
+@torch.no_grad()
+def extract(model: torch.nn.Module, split: Split, data: Dataset, place: Placement, batch_size: int,
+            progress: Progress | None = None) -> Extraction:
+    """f, z and logits of `model` for every sample of `split`, eval mode, no augmentation."""
+    model.eval()
+    view = augment.eval_view(data.image_size, data.mean, data.std)
+    loader = place.loader(split, view, None, batch_size, shuffle=False)
+    if progress:
+        progress.start_batches(len(loader), "extract")
+    feats, projs, logits = [], [], []
+    for x, _ in loader:
+        with place.autocast():
+            out = model(place.input(x))
+        feats.append(out.feature.float().cpu())
+        projs.append(out.projection.float().cpu())
+        logits.append(out.logits.float().cpu())
+        if progress:
+            progress.batch_done()
+    return Extraction(torch.cat(feats).numpy(), torch.cat(projs).numpy(), torch.cat(logits))
+
+
+def seeded_generator(seed: int, epoch: int) -> torch.Generator:
+    """Re-seed all randomness from (seed, epoch) so a resumed run replays identically."""
+    seed = seed * 1_000_003 + epoch
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
 class Trainer:
-    """Model, key encoder, queue, optimizer and per-sample state of one run."""
+    """Model, key encoder, queue, optimizer and per-sample state of one run.
+
+    Every change to that state goes through a method named for what it does: `run_epoch`
+    (Eq. 6 on the current G), `correct_labels` (Eq. 7), `set_confidence_set` (Eq. 2-3's
+    result), `include_all`, `begin_phase`, `record`, `restore`. Phase functions below only
+    orchestrate them.
+    """
 
     def __init__(self, cell: CellConfig, data: Dataset, labels: TrainingLabels, *, lr: float,
                  momentum: float, weight_decay: float, contrastive: bool):
         self.cell, self.data = cell, data
-        self.device = configure(cell.runtime)
-        self.channels_last = cell.runtime.channels_last and self.device.type == "cuda"
-        self.amp = cell.runtime.amp and self.device.type == "cuda"
+        self.place = Placement.for_runtime(cell.runtime)
+        self.device = self.place.device
         model = build_model(cell.model.arch, data.num_classes, width=cell.model.width, proj_dim=cell.model.proj_dim)
-        self.model = self._place(model)
-        self.key_model = self._place(make_key_encoder(self.model)) if contrastive else None
+        self.model = self.place.module(model)
+        self.key_model = self.place.module(make_key_encoder(self.model)) if contrastive else None
         n = len(data.train)
         self.queue = LabelledQueue(cap_queue_size(cell.method.queue_size, n), cell.model.proj_dim).to(self.device)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -103,49 +173,70 @@ class Trainer:
         self.soft = init_soft_labels(labels.given, data.num_classes)
         self.history: list[dict] = []
 
-    def _place(self, model: torch.nn.Module) -> torch.nn.Module:
-        model = model.to(self.device)
-        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+    # -- state changes -------------------------------------------------------------------------
+    def include_all(self) -> None:
+        """G = S (the CE / Mixup rows); selection then keeps it so."""
+        self.in_G[:] = True
 
-    def _input(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+    def set_confidence_set(self, in_G: np.ndarray) -> None:
+        self.in_G = np.asarray(in_G, dtype=bool)
 
-    def _autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp)
+    def begin_phase(self, first_epoch: int = 0) -> None:
+        """A new phase starts an empty history. Fine-tuning counts its epochs from 0; the MTaDCS
+        epochs go on counting from the warm-up's T_P, as they share one lr schedule."""
+        self.epoch, self.history = first_epoch, []
+
+    def record(self, row: dict) -> None:
+        self.history.append(row)
+
+    def correct_labels(self, preds: np.ndarray, *, alpha: float, gamma: float,
+                       protected: np.ndarray | None) -> np.ndarray:
+        """Eq. 7 on all of S: update the soft labels, flip confident disagreements (never a
+        protected one), and drop the flipped samples from G. Returns the flipped mask."""
+        soft, new_labels, flips = correct_labels(self.soft, torch.as_tensor(self.labels), torch.as_tensor(preds),
+                                                 alpha=alpha, gamma=gamma)
+        flipped = flips.numpy()
+        if protected is not None:
+            flipped &= ~protected  # a verified label is never corrected
+        self.soft = soft
+        self.labels = np.where(flipped, new_labels.numpy(), self.labels)
+        self.in_G[flipped] = False  # a flipped label is no longer trusted
+        return flipped
+
+    def run_epoch(self, transform, *, lr: float, batch_size: int, mixup_alpha: float, contrastive: bool,
+                  seed_epoch: int, progress: Progress) -> dict:
+        """One pass over G at `lr` with L = L_CE (mixup) + lambda * L_LCL (Eq. 5, 4, 6); the
+        epoch counter moves on by one. Randomness is re-seeded from (seed, seed_epoch)."""
+        self.set_lr(lr)
+        generator = seeded_generator(self.cell.runtime.seed, seed_epoch)
+        start = time.perf_counter()
+        stats = self._train_pass(self._positions(), transform, batch_size=batch_size, mixup_alpha=mixup_alpha,
+                                 contrastive=contrastive, generator=generator, progress=progress)
+        self.epoch += 1
+        return {"epoch": self.epoch, "lr": lr, **stats, "time_train": time.perf_counter() - start}
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-    def seed_epoch(self, epoch: int) -> torch.Generator:
-        """Re-seed all randomness from (seed, epoch) so a resumed run replays identically."""
-        seed = self.cell.runtime.seed * 1_000_003 + epoch
-        torch.manual_seed(seed)
-        return torch.Generator().manual_seed(seed)
+    # -- training --------------------------------------------------------------------------------
+    def _positions(self) -> np.ndarray:
+        positions = np.flatnonzero(self.in_G)
+        if len(positions) == 0:
+            raise UserError("the confidence set is empty: raise noise.init_per_class or check the label file")
+        return positions
 
-    def loader(self, split: Split, transform, positions: np.ndarray | None, batch_size: int,
-               shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
-        dataset = SplitDataset(split, transform, positions)
-        workers = self.cell.runtime.workers
-        return DataLoader(
-            dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers,
-            pin_memory=self.device.type == "cuda", persistent_workers=False,
-            drop_last=shuffle and len(dataset) > batch_size,  # no size-1 batch for BatchNorm
-        )
-
-    def train_epoch(self, positions: np.ndarray, transform, *, batch_size: int, mixup_alpha: float,
+    def _train_pass(self, positions: np.ndarray, transform, *, batch_size: int, mixup_alpha: float,
                     contrastive: bool, generator: torch.Generator, progress: Progress) -> dict:
-        """One pass over `positions` with L = L_CE (mixup) + lambda * L_LCL (Eq. 5, 4, 6)."""
         self.model.train()
         labels = torch.as_tensor(self.labels)
-        loader = self.loader(self.data.train, transform, positions, batch_size, shuffle=True, generator=generator)
+        loader = self.place.loader(self.data.train, transform, positions, batch_size, shuffle=True, generator=generator)
         progress.start_batches(len(loader), "train")
         sums = {"loss": 0.0, "loss_ce": 0.0, "loss_lcl": 0.0, "correct": 0.0, "seen": 0}
         for views, pos in loader:
             query_view, key_view = views if isinstance(views, list | tuple) else (views, None)
             y = labels[pos].to(self.device)
-            loss_ce, loss_lcl, correct = self._step(self._input(query_view), key_view, y, mixup_alpha, contrastive)
+            loss_ce, loss_lcl, correct = self._step(self.place.input(query_view), key_view, y, mixup_alpha, contrastive)
             n = len(pos)
             sums["loss"] += (loss_ce + self.cell.method.lambda_lcl * loss_lcl) * n
             sums["loss_ce"] += loss_ce * n
@@ -164,7 +255,7 @@ class Trainer:
         x_in, targets, lam, perm = x, onehot, 1.0, None
         if mixup_alpha > 0:
             x_in, targets, lam, perm = mixup(x, onehot, mixup_alpha)
-        with self._autocast():
+        with self.place.autocast():
             out = self.model(x_in)
             loss_ce = soft_cross_entropy(out.logits.float(), targets)
             loss_lcl = torch.zeros((), device=self.device)
@@ -183,7 +274,7 @@ class Trainer:
                      perm: torch.Tensor | None) -> torch.Tensor:
         """Eq. 4 against the batch's keys and the queue; a mixed query counts its two labels by lam."""
         with torch.no_grad():
-            keys = self.key_model(self._input(key_view)).projection.float()
+            keys = self.key_model(self.place.input(key_view)).projection.float()
         queued_keys, queued_labels = self.queue.contents()
         bank, bank_labels = torch.cat([keys, queued_keys]), torch.cat([y, queued_labels])
         t = self.cell.method.temperature
@@ -193,24 +284,8 @@ class Trainer:
         self.queue.enqueue(keys, y)
         return loss
 
-    @torch.no_grad()
     def extract(self, split: Split, batch_size: int, progress: Progress | None = None) -> Extraction:
-        """f, z and logits for every sample of `split`, eval mode, no augmentation."""
-        self.model.eval()
-        view = augment.eval_view(self.data.image_size, self.data.mean, self.data.std)
-        loader = self.loader(split, view, None, batch_size, shuffle=False)
-        if progress:
-            progress.start_batches(len(loader), "extract")
-        feats, projs, logits = [], [], []
-        for x, _ in loader:
-            with self._autocast():
-                out = self.model(self._input(x))
-            feats.append(out.feature.float().cpu())
-            projs.append(out.projection.float().cpu())
-            logits.append(out.logits.float().cpu())
-            if progress:
-                progress.batch_done()
-        return Extraction(torch.cat(feats).numpy(), torch.cat(projs).numpy(), torch.cat(logits))
+        return extract(self.model, split, self.data, self.place, batch_size, progress)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def save(self, path: Path, phase: str, fingerprint: str) -> None:
@@ -287,9 +362,9 @@ def _quality(trainer: Trainer, clean: np.ndarray | None) -> dict:
     return {"G_size": int(q["size"]), "G_precision": 100.0 * q["precision"], "G_recall": 100.0 * q["recall"]}
 
 
-def _test_top1(trainer: Trainer, batch_size: int) -> float:
+def _test_top1(trainer: Trainer) -> float:
     name, split = next(iter(trainer.data.tests.items()))
-    out = trainer.extract(split, batch_size)
+    out = trainer.extract(split, trainer.cell.runtime.eval_batch_size)
     return topk_accuracy(out.logits, torch.as_tensor(split.labels), ks=(1,))["top1"]
 
 
@@ -297,20 +372,13 @@ def _finish_epoch(trainer: Trainer, record: dict, checkpoint: Path, fingerprint:
                   on_epoch: EpochCallback | None) -> None:
     """Append the epoch's record to the history, then checkpoint (so the checkpoint holds every
     finished epoch's record and a resumed run's history is complete), then report."""
-    trainer.history.append(record)
+    trainer.record(record)
     trainer.save(checkpoint, record["phase"], fingerprint)
     shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()
                       if k in ("epoch", "loss", "train_acc", "test_top1", "G_size", "G_precision", "lr"))
     progress.epoch_done(f"{record['phase']} {shown}")
     if on_epoch is not None:
         on_epoch(record)
-
-
-def _train_positions(trainer: Trainer) -> np.ndarray:
-    positions = np.flatnonzero(trainer.in_G)
-    if len(positions) == 0:
-        raise UserError("the confidence set is empty: raise noise.init_per_class or check the label file")
-    return positions
 
 
 # -- phases -------------------------------------------------------------------------------------
@@ -323,13 +391,13 @@ def run_warmup(cell: CellConfig, data: Dataset, labels: TrainingLabels, out_dir:
     trainer = Trainer(cell, data, labels, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
                       contrastive=m.contrastive)
     if m.keeps_all:
-        trainer.in_G[:] = True  # G = S from the start (update_confidence_set keeps it so)
+        trainer.include_all()  # G = S from the start (update_confidence_set keeps it so)
     _resume_point(trainer, out_dir, "warmup", fingerprint)
     views = _train_transform(cell, data)
     with Progress(show_bar(cell.runtime), f"{cell.name} warm-up", o.warmup_epochs, trainer.epoch) as progress:
         while trainer.epoch < o.warmup_epochs:
             record = _train_one(trainer, "warmup", views, progress, labels.clean)
-            record["test_top1"] = _test_top1(trainer, cell.runtime.eval_batch_size)  # the curve starts at epoch 1
+            record["test_top1"] = _test_top1(trainer)  # the curve starts at epoch 1
             _finish_epoch(trainer, record, out_dir / CHECKPOINT, fingerprint, progress, on_epoch)
     if not (out_dir / CHECKPOINT).exists():  # T_P = 0: the untrained model is the warm-up result
         trainer.save(out_dir / CHECKPOINT, "warmup", fingerprint)
@@ -346,18 +414,12 @@ def _train_transform(cell: CellConfig, data: Dataset):
 
 
 def _train_one(trainer: Trainer, phase: str, transform, progress: Progress, clean: np.ndarray | None) -> dict:
-    cell = trainer.cell
-    o, m = cell.optim, cell.method
-    lr = lr_at(trainer.epoch, o.lr, o.lr_milestones, o.lr_gamma)
-    trainer.set_lr(lr)
-    generator = trainer.seed_epoch(trainer.epoch)
-    start = time.perf_counter()
-    stats = trainer.train_epoch(_train_positions(trainer), transform, batch_size=o.batch_size,
-                                mixup_alpha=m.mixup_alpha if m.mixup else 0.0, contrastive=m.contrastive,
-                                generator=generator, progress=progress)
-    trainer.epoch += 1
-    return {"phase": phase, "epoch": trainer.epoch, "lr": lr, **stats,
-            "time_train": time.perf_counter() - start, **_quality(trainer, clean)}
+    """One epoch of the warm-up / MTaDCS schedule (one lr schedule over both)."""
+    o, m = trainer.cell.optim, trainer.cell.method
+    stats = trainer.run_epoch(transform, lr=lr_at(trainer.epoch, o.lr, o.lr_milestones, o.lr_gamma),
+                              batch_size=o.batch_size, mixup_alpha=m.mixup_alpha if m.mixup else 0.0,
+                              contrastive=m.contrastive, seed_epoch=trainer.epoch, progress=progress)
+    return {"phase": phase, **stats, **_quality(trainer, clean)}
 
 
 def run_train(cell: CellConfig, data: Dataset, labels: TrainingLabels, warmup_checkpoint: str | Path,
@@ -371,8 +433,8 @@ def run_train(cell: CellConfig, data: Dataset, labels: TrainingLabels, warmup_ch
     traces = out_dir / "epochs"
     _warn_if_correction_cannot_flip(cell)
     if not _resume_point(trainer, out_dir, "train", fingerprint):
-        trainer.load(Path(warmup_checkpoint))  # warm-up's optimizer and queue carry on
-        trainer.history = []
+        trainer.load(Path(warmup_checkpoint))  # warm-up's optimizer, queue and epoch count carry on
+        trainer.begin_phase(first_epoch=trainer.epoch)
         trace_store.drop_epochs_after(traces, -1)
         with Progress(False, "", 0) as quiet:
             record = _select(trainer, labels, quiet, traces, correct=False)
@@ -413,7 +475,7 @@ def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces
         # make the baseline's epoch look dearer; no trace is written either.
         n = len(trainer.in_G)
         return {"phase": "train", "epoch": trainer.epoch, "selected": n, "removed": 0, "flipped": 0,
-                "test_top1": _test_top1(trainer, cell.runtime.eval_batch_size), **_quality(trainer, labels.clean)}
+                "test_top1": _test_top1(trainer), **_quality(trainer, labels.clean)}
     start = time.perf_counter()
     ext = trainer.extract(trainer.data.train, cell.runtime.eval_batch_size, progress)
     preds = ext.preds
@@ -421,26 +483,18 @@ def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces
     flipped = np.zeros(len(preds), dtype=bool)
     protected = labels.init_G if (labels.verified and m.keep_verified) else None
     if correct:
-        alpha = correction_alpha(cell)
-        soft, new_labels, flips = correct_labels(trainer.soft, torch.as_tensor(trainer.labels), torch.as_tensor(preds),
-                                                 alpha=alpha, gamma=m.lc_gamma)
-        flipped = flips.numpy()
-        if protected is not None:
-            flipped &= ~protected  # a verified label is never corrected
-        trainer.soft = soft
-        trainer.labels = np.where(flipped, new_labels.numpy(), trainer.labels)
-        trainer.in_G[flipped] = False  # a flipped label is no longer trusted
+        flipped = trainer.correct_labels(preds, alpha=correction_alpha(cell), gamma=m.lc_gamma, protected=protected)
     start = time.perf_counter()
     if trainer.epoch >= cell.optim.epochs > cell.optim.warmup_epochs:
         result = _no_selection(trainer.in_G)  # Algorithm 1 ends with Eq. 7: G after it is the final G
     else:
         result = _select_and_remove(trainer, ext, preds, protected)
-    trainer.in_G = result.in_G
+    trainer.set_confidence_set(result.in_G)
     time_lof = time.perf_counter() - start
     start = time.perf_counter()
     _write_trace(trainer, labels, ext, result, flipped, traces)
     time_store = time.perf_counter() - start
-    test_top1 = _test_top1(trainer, cell.runtime.eval_batch_size)
+    test_top1 = _test_top1(trainer)
     return {"phase": "train", "epoch": trainer.epoch, "selected": int(result.selected.sum()),
             "removed": int(result.removed.sum()), "flipped": int(flipped.sum()), "test_top1": test_top1,
             "time_extract": time_extract, "time_lof": time_lof, "time_store": time_store,
@@ -500,19 +554,14 @@ def run_finetune(cell: CellConfig, data: Dataset, labels: TrainingLabels, train_
                       contrastive=False)
     if not _resume_point(trainer, out_dir, "finetune", fingerprint):
         trainer.load(Path(train_checkpoint), weights_only_model=True)
-        trainer.epoch, trainer.history = 0, []
+        trainer.begin_phase()
     weak = augment.weak_view(data.image_size, data.mean, data.std)
     with Progress(show_bar(cell.runtime), f"{cell.name} fine-tune", f.epochs, trainer.epoch) as progress:
         while trainer.epoch < f.epochs:
-            generator = trainer.seed_epoch(10_000 + trainer.epoch)
-            start = time.perf_counter()
-            stats = trainer.train_epoch(_train_positions(trainer), weak, batch_size=f.batch_size,
-                                        mixup_alpha=f.mixup_alpha, contrastive=False,
-                                        generator=generator, progress=progress)
-            trainer.epoch += 1
-            record = {"phase": "finetune", "epoch": trainer.epoch, "lr": f.lr, **stats,
-                      "time_train": time.perf_counter() - start,
-                      "test_top1": _test_top1(trainer, cell.runtime.eval_batch_size)}
+            stats = trainer.run_epoch(weak, lr=f.lr, batch_size=f.batch_size, mixup_alpha=f.mixup_alpha,
+                                      contrastive=False, seed_epoch=FINETUNE_SEED_OFFSET + trainer.epoch,
+                                      progress=progress)
+            record = {"phase": "finetune", **stats, "test_top1": _test_top1(trainer)}
             _finish_epoch(trainer, record, out_dir / CHECKPOINT, fingerprint, progress, on_epoch)
     if f.epochs == 0 and _matching_state(out_dir / CHECKPOINT, "finetune", fingerprint) is None:
         trainer.save(out_dir / CHECKPOINT, "finetune", fingerprint)  # no fine-tuning: the train result
@@ -521,17 +570,21 @@ def run_finetune(cell: CellConfig, data: Dataset, labels: TrainingLabels, train_
 
 def evaluate_checkpoint(cell: CellConfig, data: Dataset, labels: TrainingLabels, checkpoint: str | Path) -> dict:
     """Top-1/top-5 on every test set and weighted kNN on f (primary test set) of a checkpoint."""
-    trainer = Trainer(cell, data, labels, lr=0.0, momentum=0.0, weight_decay=0.0, contrastive=False)
-    trainer.load(Path(checkpoint), weights_only_model=True)
     e = cell.evaluate
-    train = trainer.extract(data.train, cell.runtime.eval_batch_size)
-    use_clean = labels.clean is not None and e.knn_labels in ("auto", "clean")
     if e.knn_labels == "clean" and labels.clean is None:
         raise UserError("evaluate.knn_labels is 'clean' but this dataset has no clean labels; use 'auto' or 'current'")
-    vote_labels = labels.clean if use_clean else trainer.labels
+    state = load_checkpoint(checkpoint)
+    place = Placement.for_runtime(cell.runtime)
+    model = build_model(cell.model.arch, data.num_classes, width=cell.model.width, proj_dim=cell.model.proj_dim)
+    model.load_state_dict(state["model"])
+    model = place.module(model)
+    batch = cell.runtime.eval_batch_size
+    train = extract(model, data.train, data, place, batch)
+    use_clean = labels.clean is not None and e.knn_labels in ("auto", "clean")
+    vote_labels = labels.clean if use_clean else state["labels"].numpy().astype(np.int64)
     metrics: dict = {"knn_labels": "clean" if use_clean else "current"}
     for i, (name, split) in enumerate(data.tests.items()):
-        out = trainer.extract(split, cell.runtime.eval_batch_size)
+        out = extract(model, split, data, place, batch)
         targets = torch.as_tensor(split.labels)
         for key, value in topk_accuracy(out.logits, targets, ks=(1, 5)).items():
             metrics[f"{name}/{key}"] = value
