@@ -36,9 +36,9 @@ import yaml
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
-from pipeline.tracking import workspace  # noqa: E402
 from pipeline.config import MethodConfig, load_params  # noqa: E402
 from pipeline.layout import CellPaths  # noqa: E402
+from pipeline.tracking import workspace  # noqa: E402
 
 SPLIT = ("time_train", "time_extract", "time_lof", "time_store")  # + MLflow, from resources.json
 TRAINING_STAGES = ("warmup", "train", "finetune")

@@ -26,9 +26,9 @@ import yaml
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
-from pipeline.method import engine  # noqa: E402
 from pipeline.config import parse_params, resolve_cell  # noqa: E402
 from pipeline.layout import CellPaths  # noqa: E402
+from pipeline.method import engine  # noqa: E402
 from stages import noise  # noqa: E402
 from stages.common import StageContext, load_data, load_labels  # noqa: E402
 from stages.evaluate import final_confidence_set  # noqa: E402
