@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import UserError
 
@@ -124,8 +124,12 @@ class MethodConfig(Section):
     lof_space: Literal["feature", "projection"] = "feature"
     lof_backend: Literal["auto", "sklearn", "torch"] = "auto"
     keep_verified: bool = True  # the verified initial subset (simulated noise) is never removed or relabelled
-    # Local contrastive learning (Eq. 4)
-    moco_momentum: float = Field(0.999, ge=0.0, le=1.0)
+    # Algorithm 1 ends with Eq. 7, so labels corrected in the last round would leave G for good;
+    # true runs Eq. 2-3 once more after it so they can reach fine-tuning (false: the paper's order).
+    final_selection: bool = True
+    # Local contrastive learning (Eq. 4). "auto": 0.999 per step at the paper's 390 steps an
+    # epoch (CIFAR, batch 128), scaled so the key encoder trails by as many epochs on any run.
+    moco_momentum: float | Literal["auto"] = "auto"
     queue_size: int = Field(10_000, ge=1)
     temperature: float = Field(0.1, gt=0.0)
     lambda_lcl: float = Field(1.0, ge=0.0)
@@ -140,6 +144,13 @@ class MethodConfig(Section):
     # Training augmentation (RandAugment, two views)
     randaugment_ops: int = Field(2, ge=0)
     randaugment_magnitude: int = Field(9, ge=0, le=30)
+
+    @field_validator("moco_momentum")
+    @classmethod
+    def _momentum_range(cls, value: float | str) -> float | str:
+        if value != "auto" and not 0.0 <= value <= 1.0:
+            raise ValueError("must be 'auto' or lie in [0, 1]")
+        return value
 
     @property
     def switches(self) -> dict[str, bool]:
@@ -170,6 +181,18 @@ class OptimConfig(Section):
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(1e-4, ge=0.0)
     batch_size: int = Field(128, ge=1)
+    # What one epoch is: "G", one pass over the confidence set (the paper); "S", |S|/batch steps
+    # drawn from G (each method then spends a CE epoch's steps); or a fixed number of steps.
+    iters_per_epoch: Literal["G", "S"] | int = "G"
+    # With iters_per_epoch S or a number: draw every class of G equally often.
+    class_balanced: bool = False
+
+    @field_validator("iters_per_epoch")
+    @classmethod
+    def _positive_steps(cls, value: str | int) -> str | int:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be 'G', 'S' or a number of steps >= 1")
+        return value
 
     @model_validator(mode="after")
     def _schedule(self) -> OptimConfig:

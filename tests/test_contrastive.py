@@ -263,3 +263,44 @@ def test_momentum_rejects_mismatched_models() -> None:
         momentum_update(_net(), nn.Linear(4, 3), 0.5)
     with pytest.raises(ValueError):
         momentum_update(_net(), _net(), 1.5)
+
+
+# -- the bank holds only keys of the current G, under their current labels ---------------------
+
+
+def test_refresh_drops_keys_of_samples_that_left_G_and_relabels_the_rest() -> None:
+    queue = LabelledQueue(8, 2)
+    keys, labels = _rows(0, 6)
+    queue.enqueue(keys, labels, positions=torch.arange(6))  # sample i's key, label i
+    in_G = torch.tensor([True, False, True, True, False, True])
+    current = torch.tensor([9, 9, 7, 3, 9, 5])  # sample 2 was relabelled 2 -> 7
+    queue.refresh(in_G, current)
+    kept_keys, kept_labels = queue.contents()
+    assert kept_keys[:, 0].tolist() == [0.0, 2.0, 3.0, 5.0]  # oldest first, samples 1 and 4 gone
+    assert kept_labels.tolist() == [9, 7, 3, 5]
+    assert len(queue) == 4
+
+
+def test_refresh_caps_the_bank_at_the_size_of_G() -> None:
+    queue = LabelledQueue(10, 2)
+    for epoch in range(3):  # three epochs of keys of the same two samples
+        queue.enqueue(*_rows(10 * epoch, 2), positions=torch.tensor([0, 1]))
+    queue.refresh(torch.tensor([True, True, False]), torch.tensor([4, 5, 6]))
+    keys, labels = queue.contents()
+    assert keys[:, 0].tolist() == [20.0, 21.0]  # only the newest key of each member
+    assert labels.tolist() == [4, 5]
+    queue.enqueue(*_rows(30, 1), positions=torch.tensor([0]))  # a later key of sample 0
+    keys, _ = queue.contents()
+    assert keys[:, 0].tolist() == [21.0, 30.0]  # still at most |G| keys, the newest
+
+
+def test_refresh_drops_keys_of_unknown_position_and_survives_a_state_dict_round_trip() -> None:
+    queue = LabelledQueue(4, 2)
+    queue.enqueue(*_rows(0, 2))  # no positions
+    queue.enqueue(*_rows(2, 2), positions=torch.tensor([0, 1]))
+    queue.refresh(torch.tensor([True, True]), torch.tensor([1, 1]))
+    copy = LabelledQueue(4, 2)
+    copy.load_state_dict(queue.state_dict())
+    for q in (queue, copy):
+        keys, labels = q.contents()
+        assert keys[:, 0].tolist() == [2.0, 3.0] and labels.tolist() == [1, 1]

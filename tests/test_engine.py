@@ -365,10 +365,9 @@ def test_trace_columns_follow_the_selection_rules(run_a, labels, cell) -> None:
         assert not (selected & ~scored).any()
         assert (rows["lof_score"].to_numpy()[selected] <= cell.method.lof_threshold).all()
         assert not (removed & (pred == label)).any()
-        if epoch == T_MAX:  # Algorithm 1 ends with Eq. 7: no selection or removal after the last epoch
-            assert not selected.any() and not removed.any() and not scored.any()
-        else:
-            assert not (in_G & (pred != label)).any()  # removal leaves no disagreeing member
+        # removal leaves no disagreeing member, also after the last Eq. 7 (method.final_selection;
+        # the paper's order, with no selection after it, is tested on its own below)
+        assert not (in_G & (pred != label)).any()
         previous_G, previous_label = in_G, label
     assert frame["lof_score"].notna().any() and frame["lof_score"].isna().any()
     # Unscored rows are Parquet nulls, not NaN.
@@ -518,3 +517,88 @@ def test_saving_the_same_state_twice_gives_identical_bytes(run_a, tmp_path) -> N
     trainer.save(tmp_path / "a" / engine.CHECKPOINT, "train", "f")
     trainer.save(tmp_path / "b" / engine.CHECKPOINT, "train", "f")
     assert (tmp_path / "a" / engine.CHECKPOINT).read_bytes() == (tmp_path / "b" / engine.CHECKPOINT).read_bytes()
+
+
+# -- 9. engine defects of the method review and the epoch definition ----------------------------
+
+
+def test_auto_momentum_is_the_papers_at_paper_scale_and_lags_as_many_epochs_on_a_short_run() -> None:
+    assert engine.key_encoder_momentum("auto", 50_000, 128) == pytest.approx(0.999)
+    small = engine.key_encoder_momentum("auto", 5170, 128)  # 40 steps an epoch
+    assert small == pytest.approx(0.999 ** (390 / 40))
+    # the key encoder keeps as much of itself per epoch as the paper's does
+    assert small ** 40 == pytest.approx(0.999 ** 390)
+    assert engine.key_encoder_momentum(0.99, 5170, 128) == 0.99
+
+
+def test_trainer_moves_the_key_encoder_with_the_scaled_momentum(data, labels) -> None:
+    trainer = engine.Trainer(make_cell(), data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, contrastive=True)
+    assert trainer.key_momentum == pytest.approx(0.999 ** (390 / (N_TRAIN // 8)))
+    before = [p.clone() for p in trainer.key_model.parameters()]
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.add_(1.0)
+    engine.momentum_update(trainer.key_model, trainer.model, trainer.key_momentum)
+    moved = next(iter(trainer.key_model.parameters())) - before[0]
+    assert torch.allclose(moved, torch.full_like(moved, 1.0 - trainer.key_momentum))
+
+
+def test_epoch_order_S_draws_a_ce_epochs_steps_from_G_only() -> None:
+    in_G = np.zeros(100, dtype=bool)
+    in_G[[3, 5, 7, 11, 13, 17, 19]] = True
+    labels = np.arange(100) % 3
+    order = engine.epoch_order(in_G, labels, iters="S", batch_size=8, class_balanced=False,
+                               generator=torch.Generator().manual_seed(0))
+    assert len(order) == (100 // 8) * 8
+    assert in_G[order].all()
+    counts = np.bincount(order, minlength=100)[in_G]
+    assert counts.max() - counts.min() <= 1  # repeated shuffled passes over G
+    assert engine.epoch_order(in_G, labels, iters="G", batch_size=8, class_balanced=False,
+                              generator=torch.Generator()) is None
+    fixed = engine.epoch_order(in_G, labels, iters=5, batch_size=8, class_balanced=False,
+                               generator=torch.Generator().manual_seed(0))
+    assert len(fixed) == 40
+
+
+def test_epoch_order_class_balanced_draws_each_class_about_equally() -> None:
+    in_G = np.zeros(300, dtype=bool)
+    in_G[:200] = True  # class 0: 190 members of G, class 1: 10
+    labels = np.where(np.arange(300) < 190, 0, 1)
+    order = engine.epoch_order(in_G, labels, iters=300, batch_size=40, class_balanced=True,
+                               generator=torch.Generator().manual_seed(0))
+    share = np.mean(labels[order] == 1)
+    assert in_G[order].all() and 0.4 < share < 0.6  # 12000 draws: the share is 0.5 +- 0.005 (1 sd)
+
+
+def test_iters_per_epoch_S_runs_the_same_steps_as_a_pass_over_S(tmp_path, data, labels) -> None:
+    cell = make_cell(optim={"epochs": 2, "warmup_epochs": 2, "lr_milestones": [2], "iters_per_epoch": "S"})
+    trainer = engine.run_warmup(cell, data, labels, tmp_path)
+    batch = PARAMS["optim"]["batch_size"]
+    assert labels.init_G.sum() < N_TRAIN  # G is a part of S, yet each epoch takes |S|/batch steps
+    assert [r["steps"] for r in trainer.history] == [N_TRAIN // batch] * 2
+    assert [r["train_samples"] for r in trainer.history] == [N_TRAIN // batch * batch] * 2
+
+
+def _extraction_agreeing_with(clean: np.ndarray, n: int) -> engine.Extraction:
+    """Predictions = the clean labels; features in tight class clusters (every LOF score ~1)."""
+    rng = np.random.default_rng(0)
+    features = np.eye(K, 8)[clean] + rng.normal(0, 0.01, (n, 8))
+    logits = torch.as_tensor(np.eye(K)[clean] * 10.0, dtype=torch.float32)
+    return engine.Extraction(features.astype(np.float32), features.astype(np.float32), logits)
+
+
+@pytest.mark.parametrize("final_selection", [True, False])
+def test_labels_corrected_in_the_last_round_reach_G_only_with_a_final_selection(
+        tmp_path, monkeypatch, data, labels, final_selection: bool) -> None:
+    cell = make_cell(method={"final_selection": final_selection, "lof_threshold": 1e6})
+    trainer = engine.Trainer(cell, data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, contrastive=True)
+    trainer.epoch = T_MAX  # the last round of Algorithm 1
+    monkeypatch.setattr(trainer, "extract", lambda split, *a, **k: _extraction_agreeing_with(labels.clean, N_TRAIN)
+                        if split is data.train else engine.Trainer.extract(trainer, split, *a, **k))
+    with engine.Progress(False, "", 0) as quiet:
+        record = engine._select(trainer, labels, quiet, tmp_path / "epochs", correct=True)
+    corrected = trainer.labels != labels.given
+    assert record["flipped"] == corrected.sum() > 0  # lc_alpha 0.9: one disagreeing round flips
+    assert (trainer.labels[corrected] == labels.clean[corrected]).all()
+    assert trainer.in_G[corrected].all() == final_selection
+    assert (record["selected"] > 0) == final_selection

@@ -16,7 +16,10 @@ The paper's printed formula drops the log; with the log this is SupCon (Khosla e
 2020) with a MoCo bank, which is what Eq. 4 extends. The caller builds the bank as the
 current batch's key views concatenated with the queue contents (so a query always has
 its own key view as a positive) and enqueues the batch's keys afterwards. Only samples
-of G are ever queries or keys; that filtering is the caller's job too.
+of G are ever queries or keys: the caller enqueues keys of G's members only, and after each
+selection and label correction calls `LabelledQueue.refresh`, which drops the keys of samples
+that left G, relabels the rest with their current labels, and limits the bank to |G| keys
+(a bank longer than G would hold several keys of one image from different epochs).
 """
 
 from __future__ import annotations
@@ -33,15 +36,20 @@ class LabelledQueue(nn.Module):
     """MoCo memory bank of `size` keys with their labels, held in buffers.
 
     Buffers: `keys` (size, dim) float32, `labels` (size,) int64 (`EMPTY_LABEL` in slots
-    never written), `ptr` (1,) int64, the slot the next key goes to, and `filled` (1,)
-    int64, how many slots hold a key. Keeping `filled` explicitly (rather than testing
-    `labels == -1`) keeps `contents()` a slice, with no mask over the whole bank per step.
+    never written), `positions` (size,) int64, the training-set position each key was drawn
+    from (-1 when unknown), `ptr` (1,) int64, the slot the next key goes to, `filled` (1,)
+    int64, how many slots hold a key, and `limit` (1,) int64, how many of the newest keys
+    `contents()` returns (|G| after a `refresh`, at most `size`). Keeping `filled` explicitly
+    (rather than testing `labels == -1`) keeps `contents()` a slice, with no mask over the
+    whole bank per step.
     """
 
     keys: Tensor
     labels: Tensor
+    positions: Tensor
     ptr: Tensor
     filled: Tensor
+    limit: Tensor
 
     def __init__(self, size: int, dim: int) -> None:
         super().__init__()
@@ -51,12 +59,15 @@ class LabelledQueue(nn.Module):
         self.dim = int(dim)
         self.register_buffer("keys", torch.zeros(self.size, self.dim, dtype=torch.float32))
         self.register_buffer("labels", torch.full((self.size,), EMPTY_LABEL, dtype=torch.int64))
+        self.register_buffer("positions", torch.full((self.size,), -1, dtype=torch.int64))
         self.register_buffer("ptr", torch.zeros(1, dtype=torch.int64))
         self.register_buffer("filled", torch.zeros(1, dtype=torch.int64))
+        self.register_buffer("limit", torch.full((1,), self.size, dtype=torch.int64))
 
     @torch.no_grad()
-    def enqueue(self, keys: Tensor, labels: Tensor) -> None:
-        """Write `keys` (n, dim) and `labels` (n,) at the pointer, overwriting the oldest.
+    def enqueue(self, keys: Tensor, labels: Tensor, positions: Tensor | None = None) -> None:
+        """Write `keys` (n, dim), `labels` (n,) and the samples' `positions` (n,) at the pointer,
+        overwriting the oldest.
 
         The result equals writing the rows one by one around the ring: a batch that
         crosses the end wraps to slot 0, and a batch larger than the queue leaves only its
@@ -78,34 +89,71 @@ class LabelledQueue(nn.Module):
         slots = (start + torch.arange(kept, device=self.keys.device)) % self.size
         self.keys[slots] = keys[n - kept :].detach().to(self.keys.device, self.keys.dtype)
         self.labels[slots] = labels[n - kept :].to(self.labels.device, torch.int64)
+        if positions is None:
+            self.positions[slots] = -1
+        else:
+            self.positions[slots] = positions[n - kept :].to(self.positions.device, torch.int64)
         self.ptr.fill_((ptr + n) % self.size)
         self.filled.fill_(min(int(self.filled.item()) + n, self.size))
 
     def contents(self) -> tuple[Tensor, Tensor]:
-        """The filled slots as (keys, labels), oldest first.
+        """The newest `limit` filled slots as (keys, labels), oldest first.
 
         The loss does not depend on the order; oldest-first makes the FIFO behaviour
         inspectable. While the ring has not yet wrapped, filled slots are 0..filled-1
         (a view, no copy); once full, the oldest key sits at `ptr`.
         """
+        keys, labels, _ = self._ordered()
+        return keys, labels
+
+    def _ordered(self) -> tuple[Tensor, Tensor, Tensor]:
         filled = int(self.filled.item())
         if filled < self.size:
-            return self.keys[:filled], self.labels[:filled]
-        shift = -int(self.ptr.item())
-        return torch.roll(self.keys, shift, dims=0), torch.roll(self.labels, shift, dims=0)
+            keys, labels, positions = self.keys[:filled], self.labels[:filled], self.positions[:filled]
+        else:
+            shift = -int(self.ptr.item())
+            keys, labels, positions = (torch.roll(t, shift, dims=0) for t in (self.keys, self.labels, self.positions))
+        newest = min(filled, int(self.limit.item()))
+        return keys[filled - newest:], labels[filled - newest:], positions[filled - newest:]
+
+    @torch.no_grad()
+    def refresh(self, in_G: Tensor, labels: Tensor) -> None:
+        """Keep only keys of samples now in G, under their current labels, at most |G| of them.
+
+        `in_G` (N,) bool and `labels` (N,) int64 are indexed by training-set position. Keys
+        of unknown position (enqueued without one) are dropped. The kept keys are compacted
+        to slots 0.. in their old order, so the FIFO goes on overwriting the oldest first.
+        """
+        keys, _, positions = self._ordered()
+        known = positions >= 0
+        keep = known.clone()
+        keep[known] = in_G.to(positions.device)[positions[known]]
+        cap = min(self.size, max(int(in_G.sum().item()), 1))
+        kept_keys, kept_positions = keys[keep][-cap:], positions[keep][-cap:]
+        n = kept_keys.shape[0]
+        self.keys.zero_()
+        self.labels.fill_(EMPTY_LABEL)
+        self.positions.fill_(-1)
+        self.keys[:n] = kept_keys
+        self.labels[:n] = labels.to(self.labels.device)[kept_positions]
+        self.positions[:n] = kept_positions
+        self.ptr.fill_(n % self.size)
+        self.filled.fill_(n)
+        self.limit.fill_(cap)
 
     def __len__(self) -> int:
-        return int(self.filled.item())
+        return min(int(self.filled.item()), int(self.limit.item()))
 
     def extra_repr(self) -> str:
         return f"size={self.size}, dim={self.dim}"
 
 
 def cap_queue_size(requested: int, num_samples: int) -> int:
-    """Bank length actually used: `requested`, but never more than |S| (METHOD.md).
+    """Bank slots allocated: `requested`, but never more than |S| (METHOD.md).
 
     A bank longer than the training set would hold stale duplicates of the same samples
-    (several keys per image from different epochs of the key encoder).
+    (several keys per image from different epochs of the key encoder); `refresh` narrows
+    the keys in use further, to |G|.
     """
     if requested < 1 or num_samples < 1:
         raise ValueError(f"queue size and number of samples must be >= 1, got {requested} and {num_samples}")

@@ -110,12 +110,14 @@ class Placement:
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp)
 
     def loader(self, split: Split, transform, positions: np.ndarray | None, batch_size: int,
-               shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
+               shuffle: bool, generator: torch.Generator | None = None, drop_last: bool = False) -> DataLoader:
+        """Batches of (view, position); training drops the last partial batch (no size-1 batch
+        for BatchNorm) unless that batch is all there is."""
         dataset = SplitDataset(split, transform, positions)
         return DataLoader(
             dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=self.workers,
             pin_memory=self.device.type == "cuda", persistent_workers=False,
-            drop_last=shuffle and len(dataset) > batch_size,  # no size-1 batch for BatchNorm
+            drop_last=drop_last and len(dataset) > batch_size,
         )
 
 
@@ -138,6 +140,42 @@ def extract(model: torch.nn.Module, split: Split, data: Dataset, place: Placemen
         if progress:
             progress.batch_done()
     return Extraction(torch.cat(feats).numpy(), torch.cat(projs).numpy(), torch.cat(logits))
+
+
+PAPER_STEPS_PER_EPOCH = 50_000 // 128  # CIFAR at batch 128: where the paper's momentum 0.999 applies
+PAPER_MOMENTUM = 0.999
+
+
+def key_encoder_momentum(setting: float | str, num_samples: int, batch_size: int) -> float:
+    """MoCo's momentum for this run. "auto" keeps the paper's lag in epochs: 0.999 per step at
+    390 steps an epoch, m = 0.999^(390 / steps) at |S|/batch steps an epoch. With a fixed 0.999 a
+    short run leaves the key encoder near its random initialisation (0.999^470 = 63 % after
+    470 steps), so Eq. 4 would pull queries toward random keys."""
+    if setting != "auto":
+        return float(setting)
+    steps_per_epoch = max(num_samples // batch_size, 1)
+    return PAPER_MOMENTUM ** (PAPER_STEPS_PER_EPOCH / steps_per_epoch)
+
+
+def epoch_order(in_G: np.ndarray, labels: np.ndarray, *, iters: str | int, batch_size: int,
+                class_balanced: bool, generator: torch.Generator) -> np.ndarray | None:
+    """The sample positions one epoch draws, in order; None for "G" (the loader shuffles G).
+
+    "S" draws |S| // batch batches, a number that many, from G: repeated shuffled passes over
+    G, or with `class_balanced` every class of G equally likely (with replacement)."""
+    if iters == "G":
+        return None
+    steps = max(len(in_G) // batch_size, 1) if iters == "S" else int(iters)
+    total = steps * batch_size
+    members = np.flatnonzero(in_G)
+    if class_balanced:
+        counts = np.bincount(labels[members])
+        weights = torch.as_tensor(1.0 / counts[labels[members]], dtype=torch.float64)
+        picks = torch.multinomial(weights, total, replacement=True, generator=generator).numpy()
+        return members[picks]
+    passes = -(-total // len(members))
+    order = [members[torch.randperm(len(members), generator=generator).numpy()] for _ in range(passes)]
+    return np.concatenate(order)[:total]
 
 
 def seeded_generator(seed: int, epoch: int) -> torch.Generator:
@@ -167,6 +205,7 @@ class Trainer:
         n = len(data.train)
         self.queue = LabelledQueue(cap_queue_size(cell.method.queue_size, n), cell.model.proj_dim).to(self.device)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+        self.key_momentum = key_encoder_momentum(cell.method.moco_momentum, n, cell.optim.batch_size)
         self.epoch = 0  # finished epochs of the current phase's global schedule
         self.in_G = labels.init_G.copy()
         self.labels = labels.given.copy()
@@ -176,10 +215,12 @@ class Trainer:
     # -- state changes -------------------------------------------------------------------------
     def include_all(self) -> None:
         """G = S (the CE / Mixup rows); selection then keeps it so."""
-        self.in_G[:] = True
+        self.set_confidence_set(np.ones_like(self.in_G))
 
     def set_confidence_set(self, in_G: np.ndarray) -> None:
+        """The new G; the queue keeps only keys of its members, under their current labels."""
         self.in_G = np.asarray(in_G, dtype=bool)
+        self.queue.refresh(torch.as_tensor(self.in_G), torch.as_tensor(self.labels))
 
     def begin_phase(self, first_epoch: int = 0) -> None:
         """A new phase starts an empty history. Fine-tuning counts its epochs from 0; the MTaDCS
@@ -204,14 +245,19 @@ class Trainer:
         return flipped
 
     def run_epoch(self, transform, *, lr: float, batch_size: int, mixup_alpha: float, contrastive: bool,
-                  seed_epoch: int, progress: Progress) -> dict:
-        """One pass over G at `lr` with L = L_CE (mixup) + lambda * L_LCL (Eq. 5, 4, 6); the
-        epoch counter moves on by one. Randomness is re-seeded from (seed, seed_epoch)."""
+                  seed_epoch: int, progress: Progress, iters: str | int = "G", class_balanced: bool = False) -> dict:
+        """One epoch on G at `lr` with L = L_CE (mixup) + lambda * L_LCL (Eq. 5, 4, 6): a pass
+        over G, or the steps `iters` asks for (see `epoch_order`); the epoch counter moves on
+        by one. Randomness is re-seeded from (seed, seed_epoch)."""
         self.set_lr(lr)
         generator = seeded_generator(self.cell.runtime.seed, seed_epoch)
         start = time.perf_counter()
-        stats = self._train_pass(self._positions(), transform, batch_size=batch_size, mixup_alpha=mixup_alpha,
-                                 contrastive=contrastive, generator=generator, progress=progress)
+        positions = self._positions()
+        order = epoch_order(self.in_G, self.labels, iters=iters, batch_size=batch_size,
+                            class_balanced=class_balanced, generator=generator)
+        stats = self._train_pass(positions if order is None else order, transform, batch_size=batch_size,
+                                 mixup_alpha=mixup_alpha, contrastive=contrastive,
+                                 generator=generator if order is None else None, progress=progress)
         self.epoch += 1
         return {"epoch": self.epoch, "lr": lr, **stats, "time_train": time.perf_counter() - start}
 
@@ -227,16 +273,21 @@ class Trainer:
         return positions
 
     def _train_pass(self, positions: np.ndarray, transform, *, batch_size: int, mixup_alpha: float,
-                    contrastive: bool, generator: torch.Generator, progress: Progress) -> dict:
+                    contrastive: bool, generator: torch.Generator | None, progress: Progress) -> dict:
+        """Train on `positions` in batches: shuffled by the loader with `generator`, or, with
+        no generator, in the order given (an order `epoch_order` drew)."""
         self.model.train()
         labels = torch.as_tensor(self.labels)
-        loader = self.place.loader(self.data.train, transform, positions, batch_size, shuffle=True, generator=generator)
+        loader = self.place.loader(self.data.train, transform, positions, batch_size, shuffle=generator is not None,
+                                   generator=generator, drop_last=True)
         progress.start_batches(len(loader), "train")
-        sums = {"loss": 0.0, "loss_ce": 0.0, "loss_lcl": 0.0, "correct": 0.0, "seen": 0}
+        sums = {"loss": 0.0, "loss_ce": 0.0, "loss_lcl": 0.0, "correct": 0.0, "seen": 0, "steps": 0}
         for views, pos in loader:
             query_view, key_view = views if isinstance(views, list | tuple) else (views, None)
             y = labels[pos].to(self.device)
-            loss_ce, loss_lcl, correct = self._step(self.place.input(query_view), key_view, y, mixup_alpha, contrastive)
+            loss_ce, loss_lcl, correct = self._step(self.place.input(query_view), key_view, y, pos, mixup_alpha,
+                                                    contrastive)
+            sums["steps"] += 1
             n = len(pos)
             sums["loss"] += (loss_ce + self.cell.method.lambda_lcl * loss_lcl) * n
             sums["loss_ce"] += loss_ce * n
@@ -244,11 +295,11 @@ class Trainer:
             sums["correct"] += correct
             sums["seen"] += n
             progress.batch_done()
-        seen = max(sums.pop("seen"), 1)
+        seen, steps = max(sums.pop("seen"), 1), sums.pop("steps")
         return {k: v / seen for k, v in sums.items() if k != "correct"} | {
-            "train_acc": 100.0 * sums["correct"] / seen, "train_samples": int(seen)}
+            "train_acc": 100.0 * sums["correct"] / seen, "train_samples": int(seen), "steps": steps}
 
-    def _step(self, x: torch.Tensor, key_view, y: torch.Tensor, mixup_alpha: float,
+    def _step(self, x: torch.Tensor, key_view, y: torch.Tensor, pos: torch.Tensor, mixup_alpha: float,
               contrastive: bool) -> tuple[float, float, float]:
         k = self.data.num_classes
         onehot = F.one_hot(y, k).float()
@@ -260,18 +311,18 @@ class Trainer:
             loss_ce = soft_cross_entropy(out.logits.float(), targets)
             loss_lcl = torch.zeros((), device=self.device)
             if contrastive:
-                loss_lcl = self._contrastive(out.projection.float(), key_view, y, lam, perm)
+                loss_lcl = self._contrastive(out.projection.float(), key_view, y, pos, lam, perm)
         loss = loss_ce + self.cell.method.lambda_lcl * loss_lcl
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         if contrastive:
-            momentum_update(self.key_model, self.model, self.cell.method.moco_momentum)
+            momentum_update(self.key_model, self.model, self.key_momentum)
         correct = (out.logits.argmax(1) == y).sum().item()  # against the dominant label (lam >= 0.5)
         return loss_ce.item(), loss_lcl.item(), float(correct)
 
-    def _contrastive(self, query: torch.Tensor, key_view: torch.Tensor, y: torch.Tensor, lam: float,
-                     perm: torch.Tensor | None) -> torch.Tensor:
+    def _contrastive(self, query: torch.Tensor, key_view: torch.Tensor, y: torch.Tensor, pos: torch.Tensor,
+                     lam: float, perm: torch.Tensor | None) -> torch.Tensor:
         """Eq. 4 against the batch's keys and the queue; a mixed query counts its two labels by lam."""
         with torch.no_grad():
             keys = self.key_model(self.place.input(key_view)).projection.float()
@@ -281,7 +332,7 @@ class Trainer:
         loss = lam * local_supcon_loss(query, y, bank, bank_labels, t)
         if perm is not None and lam < 1.0:
             loss = loss + (1.0 - lam) * local_supcon_loss(query, y[perm], bank, bank_labels, t)
-        self.queue.enqueue(keys, y)
+        self.queue.enqueue(keys, y, pos)
         return loss
 
     def extract(self, split: Split, batch_size: int, progress: Progress | None = None) -> Extraction:
@@ -418,7 +469,8 @@ def _train_one(trainer: Trainer, phase: str, transform, progress: Progress, clea
     o, m = trainer.cell.optim, trainer.cell.method
     stats = trainer.run_epoch(transform, lr=lr_at(trainer.epoch, o.lr, o.lr_milestones, o.lr_gamma),
                               batch_size=o.batch_size, mixup_alpha=m.mixup_alpha if m.mixup else 0.0,
-                              contrastive=m.contrastive, seed_epoch=trainer.epoch, progress=progress)
+                              contrastive=m.contrastive, seed_epoch=trainer.epoch, progress=progress,
+                              iters=o.iters_per_epoch, class_balanced=o.class_balanced)
     return {"phase": phase, **stats, **_quality(trainer, clean)}
 
 
@@ -485,7 +537,7 @@ def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces
     if correct:
         flipped = trainer.correct_labels(preds, alpha=correction_alpha(cell), gamma=m.lc_gamma, protected=protected)
     start = time.perf_counter()
-    if trainer.epoch >= cell.optim.epochs > cell.optim.warmup_epochs:
+    if trainer.epoch >= cell.optim.epochs > cell.optim.warmup_epochs and not m.final_selection:
         result = _no_selection(trainer.in_G)  # Algorithm 1 ends with Eq. 7: G after it is the final G
     else:
         result = _select_and_remove(trainer, ext, preds, protected)

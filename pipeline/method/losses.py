@@ -6,7 +6,9 @@ The training loss of Eq. 6 is composed by the engine, not here::
 
 with L_CE = `classification_loss(logits_of_mixed_batch, labels, K, mixed_targets=t)`
 where `(x_mixed, t, lam) = mixup(x, one_hot(labels), mixup_alpha, generator)`, and L_LCL =
-`pipeline.contrastive.local_supcon_loss` on the (unmixed) two views. Both terms are
+`pipeline.method.contrastive.local_supcon_loss` with the *mixed* query view's projection
+against the unmixed key views and the queue, counted once per label of the mix and weighted
+by lam and 1 - lam (Sel-CL's form; the engine's `Trainer._contrastive`). Both terms are
 batch means over samples of G only; `lambda_lcl` is 1 in the paper (Eq. 6 has no
 weight) and is kept as a parameter for the ablation of Table 3 (CL switched off).
 
