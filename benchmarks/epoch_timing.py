@@ -22,14 +22,14 @@ from pathlib import Path
 
 import torch
 
-from pipeline.config import parse_params, resolve_cell
+from pipeline.config import SWITCHES, parse_params, resolve_cell
 from pipeline.data.datasets import load_dataset
 from pipeline.data.noise import initial_confidence_mask, make_noisy_labels
 from pipeline.method import engine
 from pipeline.tracking import mlflow_runs
 
 PARTS = ("time_train", "time_extract", "time_lof", "time_store", "time_mlflow")
-OFF = dict.fromkeys(("lof", "confidence_set", "removal", "contrastive", "mixup", "label_correction"), False)
+OFF = dict.fromkeys(SWITCHES, False)
 
 
 def cell(threads: int, epochs: int, init_per_class: int, method: dict):

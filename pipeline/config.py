@@ -123,6 +123,15 @@ class MethodConfig(Section):
     lof_threshold: float = Field(1.5, gt=0.0)
     lof_space: Literal["feature", "projection"] = "feature"
     lof_backend: Literal["auto", "sklearn", "torch"] = "auto"
+    # Variants beyond the paper (each off by default; README "Method variants" gives the sources):
+    # LOF fitted on the class's candidates (the paper) or on its members of G, scoring candidates.
+    lof_reference: Literal["candidates", "G"] = "candidates"
+    # A per-class two-component GMM on per-sample loss must also call a candidate clean.
+    loss_filter: Literal["none", "gmm"] = "none"
+    # Selection, removal and correction on the model's predictions or its momentum (EMA) copy's.
+    selection_model: Literal["student", "ema"] = "student"
+    # Warm-up on the verified seed (the paper) or on all of S, G reset to the seed afterwards.
+    warmup_set: Literal["verified", "all"] = "verified"
     keep_verified: bool = True  # the verified initial subset (simulated noise) is never removed or relabelled
     # Algorithm 1 ends with Eq. 7, so labels corrected in the last round would leave G for good;
     # true runs Eq. 2-3 once more after it so they can reach fine-tuning (false: the paper's order).
@@ -156,6 +165,11 @@ class MethodConfig(Section):
     def switches(self) -> dict[str, bool]:
         """The Table 3 switches of this method, in the paper's order."""
         return {name: getattr(self, name) for name in SWITCHES}
+
+    @property
+    def needs_key_encoder(self) -> bool:
+        """The momentum encoder serves Eq. 4's keys, and the EMA-selection variant."""
+        return self.contrastive or self.selection_model == "ema"
 
     @property
     def keeps_all(self) -> bool:

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipeline.config import CellConfig, parse_params, resolve_cell
+from pipeline.config import SWITCHES, CellConfig, parse_params, resolve_cell
 from pipeline.data import trace_store
 from pipeline.data.datasets import Dataset, Split
 from pipeline.data.noise import initial_confidence_mask, make_noisy_labels
@@ -392,7 +392,7 @@ def test_trace_features_are_float16_and_match_the_model(run_a, data) -> None:
 
 
 def test_all_switches_off_trains_on_every_sample(tmp_path, data, labels) -> None:
-    off = {k: False for k in ("lof", "confidence_set", "removal", "contrastive", "mixup", "label_correction")}
+    off = dict.fromkeys(SWITCHES, False)
     cell = make_cell(method=off, optim={"epochs": 3, "warmup_epochs": 1, "lr_milestones": [3], "batch_size": 16})
     real = engine.TrainingLabels(given=labels.given, clean=None, init_G=labels.init_G)  # clean unknown
     warm = engine.run_warmup(cell, data, real, tmp_path / "w")
@@ -532,7 +532,7 @@ def test_auto_momentum_is_the_papers_at_paper_scale_and_lags_as_many_epochs_on_a
 
 
 def test_trainer_moves_the_key_encoder_with_the_scaled_momentum(data, labels) -> None:
-    trainer = engine.Trainer(make_cell(), data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, contrastive=True)
+    trainer = engine.Trainer(make_cell(), data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, key_encoder=True)
     assert trainer.key_momentum == pytest.approx(0.999 ** (390 / (N_TRAIN // 8)))
     before = [p.clone() for p in trainer.key_model.parameters()]
     with torch.no_grad():
@@ -591,7 +591,7 @@ def _extraction_agreeing_with(clean: np.ndarray, n: int) -> engine.Extraction:
 def test_labels_corrected_in_the_last_round_reach_G_only_with_a_final_selection(
         tmp_path, monkeypatch, data, labels, final_selection: bool) -> None:
     cell = make_cell(method={"final_selection": final_selection, "lof_threshold": 1e6})
-    trainer = engine.Trainer(cell, data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, contrastive=True)
+    trainer = engine.Trainer(cell, data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, key_encoder=True)
     trainer.epoch = T_MAX  # the last round of Algorithm 1
     monkeypatch.setattr(trainer, "extract", lambda split, *a, **k: _extraction_agreeing_with(labels.clean, N_TRAIN)
                         if split is data.train else engine.Trainer.extract(trainer, split, *a, **k))
@@ -602,3 +602,36 @@ def test_labels_corrected_in_the_last_round_reach_G_only_with_a_final_selection(
     assert (trainer.labels[corrected] == labels.clean[corrected]).all()
     assert trainer.in_G[corrected].all() == final_selection
     assert (record["selected"] > 0) == final_selection
+
+
+# -- 10. switchable variants of the engine -------------------------------------------------------
+
+
+def test_ema_selection_predicts_with_the_momentum_encoder_even_without_contrastive(
+        tmp_path, monkeypatch, data, labels) -> None:
+    cell = make_cell(method={"selection_model": "ema", "contrastive": False})
+    trainer = engine.Trainer(cell, data, labels, lr=0.1, momentum=0.9, weight_decay=0.0,
+                             key_encoder=cell.method.needs_key_encoder)
+    assert trainer.key_model is not None
+    with torch.no_grad():  # make the two encoders disagree, so which one predicted shows
+        for p in trainer.key_model.parameters():
+            p.mul_(-1.0)
+    used: list[torch.nn.Module] = []
+    real_extract = engine.extract
+    monkeypatch.setattr(engine, "extract", lambda model, *a, **k: used.append(model) or real_extract(model, *a, **k))
+    with engine.Progress(False, "", 0) as quiet:
+        engine._select(trainer, labels, quiet, tmp_path / "epochs", correct=True)
+    assert used[0] is trainer.key_model  # selection and correction: the EMA encoder over S
+    assert used[1] is trainer.model  # the test-set curve stays the student's
+
+
+def test_warmup_on_all_trains_on_S_then_selection_starts_from_the_seed(tmp_path, data, labels) -> None:
+    cell = make_cell(method={"warmup_set": "all"},
+                     optim={"epochs": 3, "warmup_epochs": 2, "lr_milestones": [3], "batch_size": 16})
+    warm = engine.run_warmup(cell, data, labels, tmp_path / "w")
+    assert [r["train_samples"] for r in warm.history] == [N_TRAIN] * 2
+    trainer = engine.run_train(cell, data, labels, tmp_path / "w" / engine.CHECKPOINT, tmp_path / "t")
+    opening = trace_store.read_traces(tmp_path / "t" / "epochs").query("epoch == 2")
+    selected, removed = opening["selected"].to_numpy(), opening["removed"].to_numpy()
+    np.testing.assert_array_equal(opening["in_G"].to_numpy(), (labels.init_G | selected) & ~removed)
+    assert trainer.history[1]["train_samples"] < N_TRAIN

@@ -9,6 +9,7 @@ import torch
 from pipeline.method.selection import (
     SelectionResult,
     confidence_set_quality,
+    gmm_clean_mask,
     lof_scores,
     select_by_lof,
     update_confidence_set,
@@ -280,3 +281,54 @@ def test_protected_samples_are_never_removed_and_always_in_G() -> None:
     assert not unguarded.in_G.any()  # the death spiral the guard prevents
     lof_only = update_confidence_set(in_G, features, labels, preds, 2, confidence_set=False, protected=protected)
     assert (lof_only.in_G >= protected).all()
+
+
+# -- variants: loss GMM filter, LOF fitted on G -------------------------------------------------
+
+
+def test_gmm_clean_mask_splits_each_class_at_its_own_loss_gap() -> None:
+    rng = np.random.default_rng(0)
+    # class 0: losses near 0.1 (clean) and near 3 (noisy); class 1: near 1 and near 5, so one
+    # threshold for both classes would call class 1's clean samples noisy
+    losses = np.concatenate([rng.normal(0.1, 0.02, 20), rng.normal(3.0, 0.1, 10),
+                             rng.normal(1.0, 0.02, 20), rng.normal(5.0, 0.1, 10)])
+    labels = np.repeat([0, 0, 1, 1], [20, 10, 20, 10])
+    clean = gmm_clean_mask(losses, labels, 2)
+    expected = np.concatenate([np.ones(20), np.zeros(10), np.ones(20), np.zeros(10)]).astype(bool)
+    np.testing.assert_array_equal(clean, expected)
+
+
+def test_a_candidate_the_loss_filter_calls_noisy_is_never_selected() -> None:
+    rng = np.random.default_rng(1)
+    n = 40
+    features = rng.normal(0, 1, (n, 4)).astype(np.float32)
+    labels = np.zeros(n, dtype=np.int64)
+    in_G = np.zeros(n, dtype=bool)
+    clean = np.arange(n) % 2 == 0
+    r = update_confidence_set(in_G, features, labels, labels.copy(), 1, lof=False, clean=clean)
+    np.testing.assert_array_equal(r.selected, clean)  # agreement alone would take all 40
+    r = update_confidence_set(in_G, features, labels, labels.copy(), 1, threshold=1e9, n_neighbors=5, clean=clean)
+    np.testing.assert_array_equal(r.selected, clean)
+
+
+def test_lof_fitted_on_G_rejects_a_dense_clump_far_from_G() -> None:
+    """Class-conditional noise makes a dense clump of mislabelled samples: LOF fitted on the
+    candidates alone finds it dense and selects it; fitted on G it sees it far from G."""
+    rng = np.random.default_rng(2)
+    G_members = rng.normal(0, 1, (30, 2))
+    near = rng.normal(0, 1, (10, 2))
+    clump = rng.normal(20, 0.5, (20, 2))  # far from G, dense among themselves
+    features = np.concatenate([G_members, near, clump]).astype(np.float32)
+    n = len(features)
+    labels = np.zeros(n, dtype=np.int64)
+    in_G = np.arange(n) < 30
+    is_clump = np.arange(n) >= 40
+    # threshold 3: the clump's LOF among the candidates is 0.9-2.3, against G about 27
+    paper = update_confidence_set(in_G, features, labels, labels.copy(), 1, n_neighbors=5, removal=False,
+                                  threshold=3.0)
+    assert paper.selected[is_clump].all()
+    on_G = update_confidence_set(in_G, features, labels, labels.copy(), 1, n_neighbors=5, removal=False,
+                                 threshold=3.0, lof_reference="G")
+    assert not on_G.selected[is_clump].any()
+    assert on_G.selected[30:40].sum() >= 5  # candidates inside G's cloud mostly pass
+    assert np.isfinite(on_G.lof_score[30:]).all() and np.isnan(on_G.lof_score[:30]).all()

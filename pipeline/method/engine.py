@@ -47,7 +47,12 @@ from pipeline.method.correction import correct_labels, init_soft_labels, scaled_
 from pipeline.method.evaluate import knn_accuracy, topk_accuracy
 from pipeline.method.losses import mixup, soft_cross_entropy
 from pipeline.method.models import build_model
-from pipeline.method.selection import SelectionResult, confidence_set_quality, update_confidence_set
+from pipeline.method.selection import (
+    SelectionResult,
+    confidence_set_quality,
+    gmm_clean_mask,
+    update_confidence_set,
+)
 from pipeline.runtime import Progress, atomic_path, configure, show_bar
 
 log = logging.getLogger(__name__)
@@ -195,13 +200,13 @@ class Trainer:
     """
 
     def __init__(self, cell: CellConfig, data: Dataset, labels: TrainingLabels, *, lr: float,
-                 momentum: float, weight_decay: float, contrastive: bool):
+                 momentum: float, weight_decay: float, key_encoder: bool):
         self.cell, self.data = cell, data
         self.place = Placement.for_runtime(cell.runtime)
         self.device = self.place.device
         model = build_model(cell.model.arch, data.num_classes, width=cell.model.width, proj_dim=cell.model.proj_dim)
         self.model = self.place.module(model)
-        self.key_model = self.place.module(make_key_encoder(self.model)) if contrastive else None
+        self.key_model = self.place.module(make_key_encoder(self.model)) if key_encoder else None
         n = len(data.train)
         self.queue = LabelledQueue(cap_queue_size(cell.method.queue_size, n), cell.model.proj_dim).to(self.device)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -316,7 +321,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        if contrastive:
+        if self.key_model is not None:
             momentum_update(self.key_model, self.model, self.key_momentum)
         correct = (out.logits.argmax(1) == y).sum().item()  # against the dominant label (lam >= 0.5)
         return loss_ce.item(), loss_lcl.item(), float(correct)
@@ -335,8 +340,11 @@ class Trainer:
         self.queue.enqueue(keys, y, pos)
         return loss
 
-    def extract(self, split: Split, batch_size: int, progress: Progress | None = None) -> Extraction:
-        return extract(self.model, split, self.data, self.place, batch_size, progress)
+    def extract(self, split: Split, batch_size: int, progress: Progress | None = None, *,
+                ema: bool = False) -> Extraction:
+        """Features and logits of the model, or with `ema` of its momentum (key) encoder."""
+        model = self.key_model if ema else self.model
+        return extract(model, split, self.data, self.place, batch_size, progress)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def save(self, path: Path, phase: str, fingerprint: str) -> None:
@@ -440,8 +448,8 @@ def run_warmup(cell: CellConfig, data: Dataset, labels: TrainingLabels, out_dir:
     out_dir = Path(out_dir)
     m, o = cell.method, cell.optim
     trainer = Trainer(cell, data, labels, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
-                      contrastive=m.contrastive)
-    if m.keeps_all:
+                      key_encoder=m.needs_key_encoder)
+    if m.keeps_all or m.warmup_set == "all":
         trainer.include_all()  # G = S from the start (update_confidence_set keeps it so)
     _resume_point(trainer, out_dir, "warmup", fingerprint)
     views = _train_transform(cell, data)
@@ -481,12 +489,14 @@ def run_train(cell: CellConfig, data: Dataset, labels: TrainingLabels, warmup_ch
     out_dir = Path(out_dir)
     m, o = cell.method, cell.optim
     trainer = Trainer(cell, data, labels, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
-                      contrastive=m.contrastive)
+                      key_encoder=m.needs_key_encoder)
     traces = out_dir / "epochs"
     _warn_if_correction_cannot_flip(cell)
     if not _resume_point(trainer, out_dir, "train", fingerprint):
         trainer.load(Path(warmup_checkpoint))  # warm-up's optimizer, queue and epoch count carry on
         trainer.begin_phase(first_epoch=trainer.epoch)
+        if m.warmup_set == "all" and not m.keeps_all:
+            trainer.set_confidence_set(labels.init_G)  # warmed up on S; selection starts from the seed
         trace_store.drop_epochs_after(traces, -1)
         with Progress(False, "", 0) as quiet:
             record = _select(trainer, labels, quiet, traces, correct=False)
@@ -529,7 +539,8 @@ def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces
         return {"phase": "train", "epoch": trainer.epoch, "selected": n, "removed": 0, "flipped": 0,
                 "test_top1": _test_top1(trainer), **_quality(trainer, labels.clean)}
     start = time.perf_counter()
-    ext = trainer.extract(trainer.data.train, cell.runtime.eval_batch_size, progress)
+    ext = trainer.extract(trainer.data.train, cell.runtime.eval_batch_size, progress,
+                          ema=m.selection_model == "ema")
     preds = ext.preds
     time_extract = time.perf_counter() - start
     flipped = np.zeros(len(preds), dtype=bool)
@@ -560,10 +571,15 @@ def _select_and_remove(trainer: Trainer, ext: Extraction, preds: np.ndarray,
     backend = m.lof_backend if m.lof_backend != "auto" else ("torch" if trainer.device.type == "cuda" else "sklearn")
     if backend == "torch":
         space = torch.from_numpy(space).to(trainer.device)  # LOF on the GPU when there is one
+    clean = None
+    if m.loss_filter == "gmm":
+        losses = F.cross_entropy(ext.logits, torch.as_tensor(trainer.labels), reduction="none").numpy()
+        clean = gmm_clean_mask(losses, trainer.labels, trainer.data.num_classes, seed=trainer.cell.runtime.seed)
     return update_confidence_set(
         trainer.in_G, space, trainer.labels, preds, trainer.data.num_classes, lof=m.lof,
         confidence_set=m.confidence_set, removal=m.removal, n_neighbors=m.lof_neighbors,
-        threshold=m.lof_threshold, backend=backend, protected=protected)
+        threshold=m.lof_threshold, backend=backend, protected=protected,
+        lof_reference=m.lof_reference, clean=clean)
 
 
 def _no_selection(in_G: np.ndarray) -> SelectionResult:
@@ -603,7 +619,7 @@ def run_finetune(cell: CellConfig, data: Dataset, labels: TrainingLabels, train_
     out_dir = Path(out_dir)
     f = cell.finetune
     trainer = Trainer(cell, data, labels, lr=f.lr, momentum=f.momentum, weight_decay=f.weight_decay,
-                      contrastive=False)
+                      key_encoder=False)
     if not _resume_point(trainer, out_dir, "finetune", fingerprint):
         trainer.load(Path(train_checkpoint), weights_only_model=True)
         trainer.begin_phase()

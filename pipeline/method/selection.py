@@ -153,6 +153,7 @@ def select_by_lof(
     n_neighbors: int = 10,
     threshold: float = 1.5,
     backend: Backend = "sklearn",
+    reference: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Eq. 2: per class, the density inliers among the prediction-consistent candidates.
 
@@ -163,6 +164,11 @@ def select_by_lof(
     ``n_neighbors + 1`` candidates is too small for an m-neighbourhood; it selects nothing
     this epoch and its samples stay unscored.
 
+    With ``reference`` (a bool mask, e.g. G), LOF is fitted on the class's reference samples
+    instead and scores the candidates as new points (scikit-learn's ``novelty=True``): a
+    candidate is kept when it is as dense as the trusted samples around it. The class then
+    needs ``n_neighbors + 1`` reference samples. This variant always runs on scikit-learn.
+
     Returns:
         (selected bool mask (N,), float32 scores (N,) with NaN for unscored samples).
     """
@@ -172,6 +178,13 @@ def select_by_lof(
     scores = np.full(labels.shape[0], np.nan, dtype=np.float32)
     for c in range(num_classes):
         members = np.flatnonzero(consistent & (labels == c))
+        if reference is not None:
+            trusted = np.flatnonzero(reference & (labels == c))
+            if members.size and trusted.size >= n_neighbors + 1:
+                s = novelty_lof_scores(_to_numpy(features)[trusted], _to_numpy(features)[members], n_neighbors)
+                scores[members] = s
+                selected[members[s <= threshold]] = True
+            continue
         if members.size < n_neighbors + 1:
             if members.size:
                 logger.debug(
@@ -182,6 +195,37 @@ def select_by_lof(
         scores[members] = s
         selected[members[s <= threshold]] = True
     return selected, scores
+
+
+def novelty_lof_scores(reference: np.ndarray, queries: np.ndarray, n_neighbors: int) -> np.ndarray:
+    """LOF of each query row against a LOF fitted on the reference rows (positive, ~1 inlier)."""
+    model = LocalOutlierFactor(n_neighbors=min(n_neighbors, len(reference) - 1), novelty=True)
+    model.fit(reference)
+    return (-model.score_samples(queries)).astype(np.float32)
+
+
+def gmm_clean_mask(losses: np.ndarray, labels: np.ndarray, num_classes: int, *, seed: int = 0) -> np.ndarray:
+    """Samples a per-class two-component Gaussian mixture on their loss calls clean.
+
+    Mislabelled samples have a larger loss than clean ones while a network has not yet
+    memorised them (Arazo et al., ICML 2019); DivideMix fits one GMM over all samples, here
+    one per label class (UNICON's per-class reading), so a hard class is not judged against
+    the easy ones. A sample is clean when the posterior of the lower-mean component exceeds
+    0.5. A class with fewer than 4 samples, or whose losses are all equal, is all clean.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    losses = np.asarray(losses, dtype=np.float64)
+    clean = np.ones(len(losses), dtype=bool)
+    for c in range(num_classes):
+        rows = np.flatnonzero(labels == c)
+        x = losses[rows].reshape(-1, 1)
+        if len(rows) < 4 or np.ptp(x) == 0:
+            continue
+        gmm = GaussianMixture(n_components=2, reg_covar=5e-4, max_iter=20, tol=1e-2, random_state=seed).fit(x)
+        low = int(np.argmin(gmm.means_.ravel()))
+        clean[rows] = gmm.predict_proba(x)[:, low] > 0.5
+    return clean
 
 
 def update_confidence_set(
@@ -198,6 +242,8 @@ def update_confidence_set(
     threshold: float = 1.5,
     backend: Backend = "sklearn",
     protected: np.ndarray | None = None,
+    lof_reference: Literal["candidates", "G"] = "candidates",
+    clean: np.ndarray | None = None,
 ) -> SelectionResult:
     """One epoch's update of G (Algorithm 1, steps 6-8), with Table 3's ablation switches.
 
@@ -217,6 +263,10 @@ def update_confidence_set(
     Removal refines a persistent G; without the confidence set there is none to refine,
     so ``removal`` is ignored then.
 
+    ``lof_reference="G"`` fits each class's LOF on its members of G and scores the candidates
+    against it (see :func:`select_by_lof`). ``clean`` (bool mask, e.g. :func:`gmm_clean_mask`)
+    is a further condition on every candidate, required together with prediction agreement.
+
     ``protected`` (bool mask) marks samples that stay in G whatever the mode: the verified
     subset G starts from under simulated noise. They are known to be clean, so Eq. 3's
     "possibly mislabelled" does not apply to them; keeping them stops a class whose
@@ -226,8 +276,10 @@ def update_confidence_set(
     n = labels.shape[0]
     scores = np.full(n, np.nan, dtype=np.float32)
     base = in_G if confidence_set else np.zeros(n, dtype=bool)
+    allowed = np.ones(n, dtype=bool) if clean is None else np.asarray(clean, dtype=bool)
     if lof:
-        candidates = ~in_G if confidence_set else np.ones(n, dtype=bool)
+        candidates = (~in_G if confidence_set else np.ones(n, dtype=bool)) & allowed
+        reference = in_G if (lof_reference == "G" and confidence_set) else None
         selected, scores = select_by_lof(
             features,
             labels,
@@ -237,9 +289,10 @@ def update_confidence_set(
             n_neighbors=n_neighbors,
             threshold=threshold,
             backend=backend,
+            reference=reference,
         )
     elif confidence_set:
-        selected = ~in_G & (preds == labels)
+        selected = ~in_G & (preds == labels) & allowed
     else:
         selected = np.ones(n, dtype=bool)
     new_G = base | selected
