@@ -143,11 +143,16 @@ def test_digits_split_is_deterministic(digits) -> None:
     np.testing.assert_array_equal(again.tests["test"].images, digits.tests["test"].images)
 
 
-def test_fixed_kinds_reject_a_different_size_or_class_count() -> None:
-    with pytest.raises(UserError, match="digits has 32px images, not 64"):
-        load_dataset("digits", image_size=64)
+def test_fixed_kinds_reject_a_different_class_count() -> None:
     with pytest.raises(UserError, match="digits has 10 classes, not 12"):
         load_dataset("digits", num_classes=12)
+
+
+def test_digits_at_16px_are_the_32px_split_at_a_quarter_of_the_pixels(digits) -> None:
+    small = load_dataset("digits", image_size=16)
+    assert small.image_size == 16 and small.train.images.shape[1:] == (16, 16, 3)
+    np.testing.assert_array_equal(small.train.index, digits.train.index)
+    np.testing.assert_array_equal(small.train.labels, digits.train.labels)
 
 
 def test_unknown_kind_lists_the_choices() -> None:

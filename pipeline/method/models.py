@@ -32,7 +32,6 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import resnet18
 
 MODEL_ARCHS = ("preact_resnet18", "resnet18")
 
@@ -131,6 +130,8 @@ class ResNet18(nn.Module):
         super().__init__()
         if width != 64:
             raise ValueError(f"arch 'resnet18' (torchvision) supports only width 64, got {width}")
+        from torchvision.models import resnet18  # here: torchvision.models imports every model (~3 s)
+
         self.backbone = resnet18(weights=None)
         self.feature_dim = self.backbone.fc.in_features
         self.backbone.fc = nn.Identity()  # the backbone now returns the pooled feature

@@ -24,7 +24,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-from sklearn.neighbors import LocalOutlierFactor
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +78,8 @@ def lof_scores(
 
 def _lof_sklearn(x: np.ndarray, n_neighbors: int) -> np.ndarray:
     # float64 so the reference is as exact as sklearn can make it, whatever came in.
+    from sklearn.neighbors import LocalOutlierFactor  # here: stages that never select skip the import
+
     lof = LocalOutlierFactor(n_neighbors=n_neighbors, metric="euclidean")
     lof.fit(np.asarray(x, dtype=np.float64))
     return -lof.negative_outlier_factor_
@@ -199,6 +200,8 @@ def select_by_lof(
 
 def novelty_lof_scores(reference: np.ndarray, queries: np.ndarray, n_neighbors: int) -> np.ndarray:
     """LOF of each query row against a LOF fitted on the reference rows (positive, ~1 inlier)."""
+    from sklearn.neighbors import LocalOutlierFactor
+
     model = LocalOutlierFactor(n_neighbors=min(n_neighbors, len(reference) - 1), novelty=True)
     model.fit(reference)
     return (-model.score_samples(queries)).astype(np.float32)
