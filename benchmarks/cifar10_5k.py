@@ -136,15 +136,20 @@ def epoch_times(paths: CellPaths, selects: bool) -> dict:
 
     A CE cell's warm-up and train epochs are the same plain epoch (G = S, no extraction), so
     both count as its "epoch"; an MTaDCS epoch is a train-phase epoch with every part in it.
-    The per-epoch test evaluation (monitoring, not training) is in no column. The last MTaDCS
-    epoch runs no selection (Algorithm 1 ends with Eq. 7), so it is left out of the split.
+    The per-epoch test evaluation (monitoring, not training) is in no column. An epoch that ran
+    no selection (the last one under `method.final_selection: false`, and in histories written
+    before the `selection` column, where Algorithm 1 ended with Eq. 7) is left out of the split.
     """
     history = {s: _trained_rows(_history(paths, s)) for s in TRAINING_STAGES}
     usage = {s: _resources(paths, s) for s in TRAINING_STAGES}
     mlflow = {s: usage[s].get("mlflow_seconds_per_epoch", 0.0) for s in TRAINING_STAGES}
     out = {"epochs": {s: len(h) for s, h in history.items()}}
     if selects:
-        selecting = history["train"].iloc[:-1] if len(history["train"]) > 1 else history["train"]
+        train = history["train"]
+        if "selection" in train:
+            selecting = train[train["selection"].astype(bool)]
+        else:
+            selecting = train.iloc[:-1] if len(train) > 1 else train
         split = {part: _mean(selecting, part) for part in SPLIT} | {"time_mlflow": mlflow["train"]}
     else:
         plain = pd.concat([history["warmup"], history["train"]])
@@ -247,7 +252,7 @@ def markdown(result: dict) -> str:
                      f"{_fmt(c['overhead_share'] and 100 * c['overhead_share'], '.2f', ' %')} | "
                      f"{_fmt(c['training_wall_ratio'], '.2f', '×')} |")
     lines += ["", "s/epoch: an MTaDCS epoch is a selection epoch (training step on G, extraction of f over all "
-              "of S, LOF, Parquet trace, MLflow), the last one (no selection after it) left out; a CE epoch is a "
+              "of S, LOF, Parquet trace, MLflow); an epoch that ran no selection is left out; a CE epoch is a "
               "training step on all of S plus MLflow. "
               "The per-epoch test evaluation is monitoring and in no column. Peak RSS: the largest of the "
               "warm-up, train and fine-tune stage processes (`ru_maxrss`)."]

@@ -1,6 +1,6 @@
 """Seconds per epoch of MTaDCS and of the CE baseline on CIFAR-10-5k, split by part.
 
-Runs the library's own epoch loops (pipeline.engine) on ../shared/data/cifar10_subset.npz
+Runs the library's own epoch loops (pipeline.method.engine) on ../shared/data/cifar10_subset.npz
 with the CPU protocol's model (PreAct ResNet-18, width 16), batch 128, and N threads:
 a few MTaDCS epochs (training step on G, feature extraction over S, LOF selection,
 Parquet trace writing, MLflow logging into a throw-away SQLite store) and a few CE

@@ -166,6 +166,12 @@ class MethodConfig(Section):
         """The Table 3 switches of this method, in the paper's order."""
         return {name: getattr(self, name) for name in SWITCHES}
 
+    @model_validator(mode="after")
+    def _variant_needs(self) -> MethodConfig:
+        if self.lof_reference == "G" and not (self.lof and self.confidence_set):
+            raise ValueError("method.lof_reference 'G' needs lof and confidence_set on (LOF fitted on G)")
+        return self
+
     @property
     def needs_key_encoder(self) -> bool:
         """The momentum encoder serves Eq. 4's keys, and the EMA-selection variant."""
@@ -210,6 +216,8 @@ class OptimConfig(Section):
 
     @model_validator(mode="after")
     def _schedule(self) -> OptimConfig:
+        if self.class_balanced and self.iters_per_epoch == "G":
+            raise ValueError("optim.class_balanced needs iters_per_epoch 'S' or a number (a pass over G has no draws)")
         if self.warmup_epochs > self.epochs:
             raise ValueError(f"optim.warmup_epochs ({self.warmup_epochs}) exceeds optim.epochs ({self.epochs})")
         bad = [m for m in self.lr_milestones if not 0 < m <= self.epochs]
@@ -280,7 +288,7 @@ class CellIdentity:
 
     dataset: str
     noise: str
-    rate: float
+    rate: float | None  # None for real noise (delivered labels, a label file): no rate was injected
     convention: str
     switches: dict[str, bool]
 
@@ -294,7 +302,8 @@ class CellIdentity:
 
 
 def cell_identity(cell: CellConfig) -> CellIdentity:
-    return CellIdentity(dataset=cell.data.dataset, noise=cell.noise.kind, rate=cell.noise.rate,
+    rate = None if cell.noise.real_noise else cell.noise.rate
+    return CellIdentity(dataset=cell.data.dataset, noise=cell.noise.kind, rate=rate,
                         convention=cell.noise.sym_convention, switches=cell.method.switches)
 
 
@@ -338,8 +347,8 @@ def _describe_error(err: ValidationError, prefix: str = "") -> str:
     if first["type"] == "missing":
         return f"{key}: required key is missing"
     message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "value_error" or not first["loc"]:
-        return f"{prefix + ': ' if prefix else ''}{message}"
+    if not first["loc"] or (first["type"] == "value_error" and isinstance(first["input"], dict)):
+        return f"{prefix + ': ' if prefix else ''}{message}"  # a section's own check names its keys
     return f"{key} = {first['input']!r}: {message}"
 
 

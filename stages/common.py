@@ -112,7 +112,7 @@ def is_not_run(out_dir: Path) -> bool:
 def cell_tags(cell: CellConfig) -> dict[str, str]:
     identity = cell_identity(cell)
     return {
-        "dataset": identity.dataset, "noise": identity.noise, "rate": str(identity.rate),
+        "dataset": identity.dataset, "noise": identity.noise, "rate": "" if identity.rate is None else str(identity.rate),
         "sym_convention": identity.convention, "ablation": identity.row,
     }
 

@@ -32,7 +32,7 @@ def test_every_code_dep_exists_and_every_param_is_a_section() -> None:
             assert param.split(".")[0] in (*SECTIONS, "runs"), f"{stage}: unknown params section {param}"
 
 
-def test_stages_call_python_m_pipeline_cli() -> None:
+def test_stages_call_python_m_stages_cli() -> None:
     for stage in STAGES:
         assert body(stage)["cmd"].startswith("python -m stages.cli "), stage
 

@@ -215,7 +215,7 @@ def test_initial_mask_simulated_picks_correct_samples_per_class():
 
 def test_initial_mask_short_class_takes_all_and_warns(caplog):
     clean = np.array([0] * 50 + [1] * 3, dtype=np.int64)
-    with caplog.at_level(logging.WARNING, logger="pipeline.noise"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.data.noise"):
         mask = initial_confidence_mask(clean, clean, 2, init_per_class=10, real_noise=False, seed=0)
     assert mask[50:].all() and mask[:50].sum() == 10
     assert "class 1 has only 3" in caplog.text

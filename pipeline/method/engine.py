@@ -11,7 +11,8 @@ and bf16 make runs close but not identical), because every source of randomness
 Order inside one selection epoch t (Algorithm 1, with one feature extraction per epoch):
 train on G (Eq. 6) → extract f and ŷ with the model at the end of t → label correction
 (Eq. 7) → selection from Ḡ (Eq. 2) and removal from G (Eq. 3), giving the G that epoch
-t+1 trains on. After the last epoch only Eq. 7 runs, as Algorithm 1 ends there. The train
+t+1 trains on. After the last epoch Algorithm 1 ends with Eq. 7; `method.final_selection` (the
+default) runs Eq. 2-3 once more so labels corrected there can reach fine-tuning. The train
 phase opens with one extraction and selection on the warmed-up model (recorded as epoch
 T_P), so epoch T_P+1 already trains on the first selection, exactly as Algorithm 1 line 5
 asks. Cells that use no prediction (`MethodConfig.uses_predictions` false: the CE / Mixup
@@ -129,7 +130,9 @@ class Placement:
 @torch.no_grad()
 def extract(model: torch.nn.Module, split: Split, data: Dataset, place: Placement, batch_size: int,
             progress: Progress | None = None) -> Extraction:
-    """f, z and logits of `model` for every sample of `split`, eval mode, no augmentation."""
+    """f, z and logits of `model` for every sample of `split`, eval mode, no augmentation.
+    The model goes back to the mode it was in (the key encoder computes keys in train mode)."""
+    was_training = model.training
     model.eval()
     view = augment.eval_view(data.image_size, data.mean, data.std)
     loader = place.loader(split, view, None, batch_size, shuffle=False)
@@ -144,6 +147,7 @@ def extract(model: torch.nn.Module, split: Split, data: Dataset, place: Placemen
         logits.append(out.logits.float().cpu())
         if progress:
             progress.batch_done()
+    model.train(was_training)
     return Extraction(torch.cat(feats).numpy(), torch.cat(projs).numpy(), torch.cat(logits))
 
 
@@ -152,10 +156,12 @@ PAPER_MOMENTUM = 0.999
 
 
 def key_encoder_momentum(setting: float | str, num_samples: int, batch_size: int) -> float:
-    """MoCo's momentum for this run. "auto" keeps the paper's lag in epochs: 0.999 per step at
-    390 steps an epoch, m = 0.999^(390 / steps) at |S|/batch steps an epoch. With a fixed 0.999 a
-    short run leaves the key encoder near its random initialisation (0.999^470 = 63 % after
-    470 steps), so Eq. 4 would pull queries toward random keys."""
+    """MoCo's momentum for this run. "auto" scales the paper's 0.999 per step at 390 steps an
+    epoch (CIFAR, batch 128) to this dataset's |S|/batch steps an epoch: m = 0.999^(390 / steps).
+    With `iters_per_epoch: S` that is the steps an epoch takes, so the key encoder lags as many
+    epochs as the paper's; with `G` an epoch over a small G takes fewer steps and the lag, in
+    epochs, is longer. With a fixed 0.999 a short run leaves the key encoder near its random
+    initialisation (0.999^470 = 63 % after 470 steps), so Eq. 4 would pull queries toward random keys."""
     if setting != "auto":
         return float(setting)
     steps_per_epoch = max(num_samples // batch_size, 1)
@@ -216,6 +222,7 @@ class Trainer:
         self.labels = labels.given.copy()
         self.soft = init_soft_labels(labels.given, data.num_classes)
         self.history: list[dict] = []
+        self.set_confidence_set(labels.init_G)  # the queue holds at most |G| keys from the start
 
     # -- state changes -------------------------------------------------------------------------
     def include_all(self) -> None:
@@ -224,7 +231,7 @@ class Trainer:
 
     def set_confidence_set(self, in_G: np.ndarray) -> None:
         """The new G; the queue keeps only keys of its members, under their current labels."""
-        self.in_G = np.asarray(in_G, dtype=bool)
+        self.in_G = np.array(in_G, dtype=bool)  # a copy: never an alias of the caller's mask
         self.queue.refresh(torch.as_tensor(self.in_G), torch.as_tensor(self.labels))
 
     def begin_phase(self, first_epoch: int = 0) -> None:
@@ -246,7 +253,7 @@ class Trainer:
             flipped &= ~protected  # a verified label is never corrected
         self.soft = soft
         self.labels = np.where(flipped, new_labels.numpy(), self.labels)
-        self.in_G[flipped] = False  # a flipped label is no longer trusted
+        self.set_confidence_set(self.in_G & ~flipped)  # a flipped label is no longer trusted
         return flipped
 
     def run_epoch(self, transform, *, lr: float, batch_size: int, mixup_alpha: float, contrastive: bool,
@@ -365,21 +372,29 @@ class Trainer:
     def restore(self, state: dict, *, weights_only_model: bool = False) -> dict:
         """Restore a checkpoint's state; with weights_only_model, take the model and per-sample
         state only (a new phase starting from the previous phase's result)."""
-        self.model.load_state_dict(state["model"])
+        try:
+            self._load_states(state, weights_only_model)
+        except (RuntimeError, KeyError) as err:  # missing/unexpected keys, shape mismatch
+            raise UserError(f"checkpoint does not fit this code or model ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0][:120]}); rerun the stage that wrote it") from None
         self.in_G = state["in_G"].numpy().astype(bool)
         self.labels = state["labels"].numpy().astype(np.int64)
         self.soft = state["soft"]
+        if not weights_only_model:
+            self.epoch = state["epoch"]
+            self.history = list(state["history"])
+        return state
+
+    def _load_states(self, state: dict, weights_only_model: bool) -> None:
+        self.model.load_state_dict(state["model"])
         if weights_only_model:
             if self.key_model is not None:
                 self.key_model.load_state_dict(state["key_model"] or state["model"])
-            return state
+            return
         if self.key_model is not None and state["key_model"] is not None:
             self.key_model.load_state_dict(state["key_model"])
         self.queue.load_state_dict(state["queue"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.epoch = state["epoch"]
-        self.history = list(state["history"])
-        return state
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -548,17 +563,18 @@ def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces
     if correct:
         flipped = trainer.correct_labels(preds, alpha=correction_alpha(cell), gamma=m.lc_gamma, protected=protected)
     start = time.perf_counter()
-    if trainer.epoch >= cell.optim.epochs > cell.optim.warmup_epochs and not m.final_selection:
-        result = _no_selection(trainer.in_G)  # Algorithm 1 ends with Eq. 7: G after it is the final G
-    else:
+    selects = not (trainer.epoch >= cell.optim.epochs > cell.optim.warmup_epochs and not m.final_selection)
+    if selects:
         result = _select_and_remove(trainer, ext, preds, protected)
+    else:
+        result = _no_selection(trainer.in_G)  # Algorithm 1 ends with Eq. 7: G after it is the final G
     trainer.set_confidence_set(result.in_G)
     time_lof = time.perf_counter() - start
     start = time.perf_counter()
     _write_trace(trainer, labels, ext, result, flipped, traces)
     time_store = time.perf_counter() - start
     test_top1 = _test_top1(trainer)
-    return {"phase": "train", "epoch": trainer.epoch, "selected": int(result.selected.sum()),
+    return {"phase": "train", "epoch": trainer.epoch, "selection": selects, "selected": int(result.selected.sum()),
             "removed": int(result.removed.sum()), "flipped": int(flipped.sum()), "test_top1": test_top1,
             "time_extract": time_extract, "time_lof": time_lof, "time_store": time_store,
             **_quality(trainer, labels.clean)}

@@ -177,12 +177,13 @@ def select_by_lof(
     consistent = candidates & (preds == labels)
     selected = np.zeros(labels.shape[0], dtype=bool)
     scores = np.full(labels.shape[0], np.nan, dtype=np.float32)
+    on_cpu = _to_numpy(features) if reference is not None else None  # once, not per class
     for c in range(num_classes):
         members = np.flatnonzero(consistent & (labels == c))
         if reference is not None:
             trusted = np.flatnonzero(reference & (labels == c))
             if members.size and trusted.size >= n_neighbors + 1:
-                s = novelty_lof_scores(_to_numpy(features)[trusted], _to_numpy(features)[members], n_neighbors)
+                s = novelty_lof_scores(on_cpu[trusted], on_cpu[members], n_neighbors)
                 scores[members] = s
                 selected[members[s <= threshold]] = True
             continue

@@ -6,9 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pipeline.config import FULL
+from pipeline.config import FULL, row_name
 from pipeline.report.inputs import CellResult
 from pipeline.report.placement import column_key, rate_key
+
+LOF_ALONE = row_name({"lof": True})  # Fig. 4 contrasts these two rows of Table 3
+LOF_CS = row_name({"lof": True, "confidence_set": True})
 
 
 @dataclass(frozen=True)
@@ -35,8 +38,8 @@ def default_figure_cells(cells: Mapping[str, CellResult], figure_cell: str | Non
     that column, Fig. 5a on the full method at CIFAR-10 sym 20 % and 80 %."""
     main = figure_cell or _find(cells, FULL, ("cifar10", "sym", rate_key(0.5))) or _find(cells, FULL)
     key = column_key(cells[main].identity) if main in cells else None
-    pair = [_find(cells, "LOF", key), _find(cells, "LOF+CS", key)]
+    pair = [_find(cells, LOF_ALONE, key), _find(cells, LOF_CS, key)]
     if None in pair:
-        pair = [_find(cells, "LOF"), _find(cells, "LOF+CS")]
+        pair = [_find(cells, LOF_ALONE), _find(cells, LOF_CS)]
     fig5a = tuple(c for r in (0.2, 0.8) if (c := _find(cells, FULL, ("cifar10", "sym", rate_key(r)))))
     return FigureCells(pair[0], pair[1], fig5a or ((main,) if main else ()), main)
