@@ -550,11 +550,6 @@ def test_ema_extraction_leaves_the_key_encoder_in_train_mode(data, labels) -> No
     assert trainer.key_model.training
 
 
-def test_the_queue_holds_at_most_G_keys_from_the_start(data, labels) -> None:
-    trainer = engine.Trainer(make_cell(), data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, key_encoder=True)
-    assert int(trainer.queue.limit) == min(trainer.queue.size, int(labels.init_G.sum()))
-
-
 def test_a_checkpoint_from_other_code_is_a_one_line_user_error(tmp_path, cell, data, labels, warm) -> None:
     state = engine.load_checkpoint(warm)
     del state["queue"]["positions"]  # as written before the queue remembered each key's sample

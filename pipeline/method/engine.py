@@ -222,7 +222,6 @@ class Trainer:
         self.labels = labels.given.copy()
         self.soft = init_soft_labels(labels.given, data.num_classes)
         self.history: list[dict] = []
-        self.set_confidence_set(labels.init_G)  # the queue holds at most |G| keys from the start
 
     # -- state changes -------------------------------------------------------------------------
     def include_all(self) -> None:
@@ -253,7 +252,9 @@ class Trainer:
             flipped &= ~protected  # a verified label is never corrected
         self.soft = soft
         self.labels = np.where(flipped, new_labels.numpy(), self.labels)
-        self.set_confidence_set(self.in_G & ~flipped)  # a flipped label is no longer trusted
+        # A flipped label is no longer trusted. The queue is refreshed by the selection that
+        # always follows (`set_confidence_set`), once for both changes.
+        self.in_G = self.in_G & ~flipped
         return flipped
 
     def run_epoch(self, transform, *, lr: float, batch_size: int, mixup_alpha: float, contrastive: bool,
