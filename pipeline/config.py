@@ -132,6 +132,14 @@ class MethodConfig(Section):
     selection_model: Literal["student", "ema"] = "student"
     # Warm-up on the verified seed (the paper) or on all of S, G reset to the seed afterwards.
     warmup_set: Literal["verified", "all"] = "verified"
+    # Use of the samples outside G: FixMatch pseudo-labels (weak view, from the model
+    # `selection_model` names) learnt on a strong view where confident enough; or their given
+    # labels learnt through a noise transition matrix estimated on the verified seed after an
+    # all-data warm-up (forward correction, GLC).
+    semi_supervised: Literal["none", "fixmatch", "forward"] = "none"
+    fixmatch_threshold: float = Field(0.95, gt=0.0, le=1.0)
+    fixmatch_lambda: float = Field(1.0, ge=0.0)  # weight of the loss on samples outside G (either variant)
+    fixmatch_ratio: float = Field(1.0, gt=0.0)  # unlabelled batch = ratio x batch_size (FixMatch's mu)
     keep_verified: bool = True  # the verified initial subset (simulated noise) is never removed or relabelled
     # Algorithm 1 ends with Eq. 7, so labels corrected in the last round would leave G for good;
     # true runs Eq. 2-3 once more after it so they can reach fine-tuning (false: the paper's order).
@@ -170,6 +178,12 @@ class MethodConfig(Section):
     def _variant_needs(self) -> MethodConfig:
         if self.lof_reference == "G" and not (self.lof and self.confidence_set):
             raise ValueError("method.lof_reference 'G' needs lof and confidence_set on (LOF fitted on G)")
+        if self.semi_supervised != "none" and self.keeps_all:
+            raise ValueError(f"method.semi_supervised {self.semi_supervised!r} needs lof or confidence_set on "
+                             "(G = S leaves nothing outside G)")
+        if self.semi_supervised == "forward" and self.warmup_set != "all":
+            raise ValueError("method.semi_supervised 'forward' needs warmup_set 'all': the transition matrix is "
+                             "read off a model trained on the noisy labels")
         return self
 
     @property
@@ -188,6 +202,12 @@ class MethodConfig(Section):
         """Whether an epoch needs the model's predictions over S: for selection, or for label
         correction. Without them the per-epoch extraction is skipped."""
         return not self.keeps_all or self.label_correction
+
+
+def _steps_setting(value: str | int) -> str | int:
+    if isinstance(value, int) and value < 1:
+        raise ValueError("must be 'G', 'S' or a number of steps >= 1")
+    return value
 
 
 class OptimConfig(Section):
@@ -210,9 +230,7 @@ class OptimConfig(Section):
     @field_validator("iters_per_epoch")
     @classmethod
     def _positive_steps(cls, value: str | int) -> str | int:
-        if isinstance(value, int) and value < 1:
-            raise ValueError("must be 'G', 'S' or a number of steps >= 1")
-        return value
+        return _steps_setting(value)
 
     @model_validator(mode="after")
     def _schedule(self) -> OptimConfig:
@@ -237,6 +255,12 @@ class FinetuneConfig(Section):
     weight_decay: float = Field(1e-4, ge=0.0)
     batch_size: int = Field(128, ge=1)
     mixup_alpha: float = Field(1.0, ge=0.0)  # 0 turns mixup off
+    iters_per_epoch: Literal["G", "S"] | int = "G"  # as optim.iters_per_epoch, for the fine-tuning epochs
+
+    @field_validator("iters_per_epoch")
+    @classmethod
+    def _positive_steps(cls, value: str | int) -> str | int:
+        return _steps_setting(value)
 
 
 class EvaluateConfig(Section):

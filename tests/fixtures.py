@@ -136,3 +136,14 @@ def write_webvision(root: Path, ilsvrc: bool = True) -> dict[str, list]:
             for j in range(k + 1):  # 1, 2, 3, 4 images per class
                 write_image(val / wnid / f"ILSVRC2012_val_{k:04d}{j:04d}.JPEG", (0, 0, 30 * j), mode="L")
     return {"train": train_lines, "val": val_lines}
+
+
+def load_benchmark(name: str):
+    """A script under benchmarks/ as a module (they are scripts, not a package)."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

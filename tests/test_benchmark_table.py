@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,16 +9,12 @@ import pandas as pd
 import pytest
 
 from pipeline.layout import CellPaths
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cifar10_5k.py"
+from tests.fixtures import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_cifar10_5k", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("cifar10_5k")
 
 
 def _write_cell(root: Path, cell: str, *, method: bool, top1: float, history: dict[str, list[dict]],

@@ -650,3 +650,56 @@ def test_warmup_on_all_trains_on_S_then_selection_starts_from_the_seed(tmp_path,
     selected, removed = opening["selected"].to_numpy(), opening["removed"].to_numpy()
     np.testing.assert_array_equal(opening["in_G"].to_numpy(), (labels.init_G | selected) & ~removed)
     assert trainer.history[1]["train_samples"] < N_TRAIN
+
+
+def test_fixmatch_adds_a_loss_on_samples_outside_G_only(tmp_path, monkeypatch, data, labels) -> None:
+    cell = make_cell(method={"semi_supervised": "fixmatch", "fixmatch_threshold": 1e-6, "fixmatch_ratio": 0.5},
+                     optim={"epochs": 1, "warmup_epochs": 1, "lr_milestones": [1]})
+    drawn: list[np.ndarray] = []
+    real_loader = engine.Placement.loader
+
+    def spy(self, split, transform, positions, *a, **k):
+        drawn.append((type(transform).__name__, np.asarray(positions)))
+        return real_loader(self, split, transform, positions, *a, **k)
+    monkeypatch.setattr(engine.Placement, "loader", spy)
+    trainer = engine.run_warmup(cell, data, labels, tmp_path)
+    record = trainer.history[0]
+    assert record["loss_u"] > 0 and record["pseudo_labelled"] == 1.0  # threshold ~0: every sample passes
+    outside = [positions for name, positions in drawn if name == "WeakStrong"]
+    assert outside and not labels.init_G[np.concatenate(outside)].any()
+
+
+def test_fixmatch_off_leaves_the_unlabelled_loss_at_zero(tmp_path, data, labels) -> None:
+    cell = make_cell(optim={"epochs": 1, "warmup_epochs": 1, "lr_milestones": [1]})
+    trainer = engine.run_warmup(cell, data, labels, tmp_path)
+    assert trainer.history[0]["loss_u"] == 0.0 and trainer.history[0]["pseudo_labelled"] == 0.0
+
+
+def test_forward_correction_estimates_T_on_the_seed_after_an_all_data_warmup(tmp_path, data, labels) -> None:
+    verified = engine.TrainingLabels(labels.given, labels.clean, labels.init_G, verified=True)
+    cell = make_cell(method={"warmup_set": "all", "semi_supervised": "forward", "fixmatch_ratio": 0.5},
+                     optim={"epochs": 3, "warmup_epochs": 2, "lr_milestones": [3], "batch_size": 16})
+    warm = engine.run_warmup(cell, data, verified, tmp_path / "w")
+    assert warm.transition is None and all(r["loss_u"] == 0.0 for r in warm.history)  # G = S while warming up
+    trainer = engine.run_train(cell, data, verified, tmp_path / "w" / engine.CHECKPOINT, tmp_path / "t")
+    assert trainer.transition is not None and trainer.transition.shape == (K, K)
+    torch.testing.assert_close(trainer.transition.sum(1), torch.ones(K))
+    assert trainer.history[-1]["loss_u"] > 0
+    resumed = engine.load_checkpoint(tmp_path / "t" / engine.CHECKPOINT)
+    torch.testing.assert_close(resumed["transition"], trainer.transition)
+
+
+def test_finetune_iters_per_epoch_sets_the_finetune_steps(tmp_path, cell, data, labels, run_a) -> None:
+    out, _, _ = run_a
+    fixed = cell.model_copy(update={"finetune": cell.finetune.model_copy(update={"iters_per_epoch": 3})})
+    trainer = engine.run_finetune(fixed, data, labels, out / engine.CHECKPOINT, tmp_path)
+    assert [r["steps"] for r in trainer.history] == [3] * FINETUNE_EPOCHS
+
+
+@pytest.mark.parametrize("method, message", [
+    ({"semi_supervised": "forward"}, "warmup_set 'all'"),
+    ({"semi_supervised": "fixmatch", "lof": False, "confidence_set": False}, "nothing outside G"),
+])
+def test_variants_outside_G_refuse_settings_they_cannot_work_with(method, message) -> None:
+    with pytest.raises(UserError, match=message):
+        make_cell(method=method)

@@ -49,6 +49,19 @@ class TwoViews:
         return f"TwoViews({self.transform!r})"
 
 
+class WeakStrong:
+    """A weak and a strong view of one image: FixMatch's pair for an unlabelled sample."""
+
+    def __init__(self, weak: Callable[[Tensor], Tensor], strong: Callable[[Tensor], Tensor]) -> None:
+        self.weak, self.strong = weak, strong
+
+    def __call__(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        return self.weak(image), self.strong(image)
+
+    def __repr__(self) -> str:
+        return f"WeakStrong({self.weak!r}, {self.strong!r})"
+
+
 def _is_large(image_size: int) -> bool:
     return image_size >= LARGE_IMAGE_MIN
 
@@ -95,6 +108,14 @@ def train_views(
 def weak_view(image_size: int, mean: Sequence[float], std: Sequence[float]) -> Callable[[Tensor], Tensor]:
     """Crop and horizontal flip only: the fine-tuning augmentation (Table 2a's "+" rows)."""
     return v2.Compose([*_crop_flip(image_size, resized_crop=False), *_finish(mean, std)])
+
+
+def weak_strong_views(image_size: int, mean: Sequence[float], std: Sequence[float], *,
+                      num_ops: int = 2, magnitude: int = 9) -> WeakStrong:
+    """FixMatch's pair: the weak view gives the pseudo-label, the strong (RandAugment) view learns it."""
+    strong = v2.Compose([*_crop_flip(image_size, resized_crop=True), v2.RandAugment(num_ops=num_ops, magnitude=magnitude),
+                         *_finish(mean, std)])
+    return WeakStrong(weak_view(image_size, mean, std), strong)
 
 
 def eval_view(image_size: int, mean: Sequence[float], std: Sequence[float]) -> Callable[[Tensor], Tensor]:

@@ -48,6 +48,7 @@ from pipeline.method.correction import correct_labels, init_soft_labels, scaled_
 from pipeline.method.evaluate import knn_accuracy, topk_accuracy
 from pipeline.method.losses import mixup, soft_cross_entropy
 from pipeline.method.models import build_model
+from pipeline.method.outside_g import estimate_transition, fixmatch_loss, forward_corrected_loss
 from pipeline.method.selection import (
     SelectionResult,
     confidence_set_quality,
@@ -221,6 +222,7 @@ class Trainer:
         self.in_G = labels.init_G.copy()
         self.labels = labels.given.copy()
         self.soft = init_soft_labels(labels.given, data.num_classes)
+        self.transition: torch.Tensor | None = None  # p(noisy | clean), for forward correction
         self.history: list[dict] = []
 
     # -- state changes -------------------------------------------------------------------------
@@ -258,19 +260,23 @@ class Trainer:
         return flipped
 
     def run_epoch(self, transform, *, lr: float, batch_size: int, mixup_alpha: float, contrastive: bool,
-                  seed_epoch: int, progress: Progress, iters: str | int = "G", class_balanced: bool = False) -> dict:
+                  seed_epoch: int, progress: Progress, iters: str | int = "G", class_balanced: bool = False,
+                  semi: bool = False) -> dict:
         """One epoch on G at `lr` with L = L_CE (mixup) + lambda * L_LCL (Eq. 5, 4, 6): a pass
         over G, or the steps `iters` asks for (see `epoch_order`); the epoch counter moves on
-        by one. Randomness is re-seeded from (seed, seed_epoch)."""
+        by one. With `semi` and `method.semi_supervised` set, each step adds FixMatch's loss on
+        a batch from outside G. Randomness is re-seeded from (seed, seed_epoch)."""
         self.set_lr(lr)
         generator = seeded_generator(self.cell.runtime.seed, seed_epoch)
         start = time.perf_counter()
         positions = self._positions()
         order = epoch_order(self.in_G, self.labels, iters=iters, batch_size=batch_size,
                             class_balanced=class_balanced, generator=generator)
+        unlabelled = self._unlabelled_batches(batch_size, generator) if semi else None
         stats = self._train_pass(positions if order is None else order, transform, batch_size=batch_size,
                                  mixup_alpha=mixup_alpha, contrastive=contrastive,
-                                 generator=generator if order is None else None, progress=progress)
+                                 generator=generator if order is None else None, progress=progress,
+                                 unlabelled=unlabelled)
         self.epoch += 1
         return {"epoch": self.epoch, "lr": lr, **stats, "time_train": time.perf_counter() - start}
 
@@ -286,53 +292,109 @@ class Trainer:
         return positions
 
     def _train_pass(self, positions: np.ndarray, transform, *, batch_size: int, mixup_alpha: float,
-                    contrastive: bool, generator: torch.Generator | None, progress: Progress) -> dict:
+                    contrastive: bool, generator: torch.Generator | None, progress: Progress,
+                    unlabelled=None) -> dict:
         """Train on `positions` in batches: shuffled by the loader with `generator`, or, with
-        no generator, in the order given (an order `epoch_order` drew)."""
+        no generator, in the order given (an order `epoch_order` drew). `unlabelled` yields one
+        FixMatch batch ((weak, strong), positions) per step."""
         self.model.train()
         labels = torch.as_tensor(self.labels)
         loader = self.place.loader(self.data.train, transform, positions, batch_size, shuffle=generator is not None,
                                    generator=generator, drop_last=True)
         progress.start_batches(len(loader), "train")
-        sums = {"loss": 0.0, "loss_ce": 0.0, "loss_lcl": 0.0, "correct": 0.0, "seen": 0, "steps": 0}
+        sums = {"loss": 0.0, "loss_ce": 0.0, "loss_lcl": 0.0, "loss_u": 0.0, "pseudo_labelled": 0.0,
+                "correct": 0.0, "seen": 0, "steps": 0}
         for views, pos in loader:
             query_view, key_view = views if isinstance(views, list | tuple) else (views, None)
             y = labels[pos].to(self.device)
-            loss_ce, loss_lcl, correct = self._step(self.place.input(query_view), key_view, y, pos, mixup_alpha,
-                                                    contrastive)
+            pair = next(unlabelled) if unlabelled is not None else None
+            losses = self._step(self.place.input(query_view), key_view, y, pos, mixup_alpha, contrastive, pair)
             sums["steps"] += 1
             n = len(pos)
-            sums["loss"] += (loss_ce + self.cell.method.lambda_lcl * loss_lcl) * n
-            sums["loss_ce"] += loss_ce * n
-            sums["loss_lcl"] += loss_lcl * n
-            sums["correct"] += correct
+            for name in ("loss", "loss_ce", "loss_lcl", "loss_u"):
+                sums[name] += losses[name] * n
+            sums["pseudo_labelled"] += losses["pseudo_labelled"] * n
+            sums["correct"] += losses["correct"]
             sums["seen"] += n
             progress.batch_done()
         seen, steps = max(sums.pop("seen"), 1), sums.pop("steps")
         return {k: v / seen for k, v in sums.items() if k != "correct"} | {
             "train_acc": 100.0 * sums["correct"] / seen, "train_samples": int(seen), "steps": steps}
 
+    def _unlabelled_batches(self, batch_size: int, generator: torch.Generator):
+        """An endless stream of FixMatch batches from outside G (shuffled passes); None when
+        FixMatch is off or fewer samples than one batch lie outside G."""
+        m = self.cell.method
+        outside = np.flatnonzero(~self.in_G)
+        size = max(int(round(m.fixmatch_ratio * batch_size)), 2)
+        if m.semi_supervised == "none" or len(outside) < size:
+            return None
+        if m.semi_supervised == "forward" and self.transition is None:
+            return None  # still warming up on all of S: nothing is outside G yet
+        views = augment.weak_strong_views(self.data.image_size, self.data.mean, self.data.std,
+                                          num_ops=m.randaugment_ops, magnitude=m.randaugment_magnitude)
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+
+        def stream():
+            for round_ in range(1_000_000):
+                loader = self.place.loader(self.data.train, views, outside, size, shuffle=True,
+                                           generator=torch.Generator().manual_seed(seed + round_), drop_last=True)
+                yield from loader
+        return stream()
+
     def _step(self, x: torch.Tensor, key_view, y: torch.Tensor, pos: torch.Tensor, mixup_alpha: float,
-              contrastive: bool) -> tuple[float, float, float]:
-        k = self.data.num_classes
+              contrastive: bool, pair=None) -> dict:
+        k, b = self.data.num_classes, len(y)
         onehot = F.one_hot(y, k).float()
         x_in, targets, lam, perm = x, onehot, 1.0, None
         if mixup_alpha > 0:
             x_in, targets, lam, perm = mixup(x, onehot, mixup_alpha)
+        weak_probs = None
+        if pair is not None:  # one forward over labelled and strong views, as FixMatch does (shared BN batch)
+            (weak, strong), outside = pair
+            if self.cell.method.semi_supervised == "fixmatch":
+                weak_probs = self._teacher_probs(weak)
+            x_in = torch.cat([x_in, self.place.input(strong)])
         with self.place.autocast():
             out = self.model(x_in)
-            loss_ce = soft_cross_entropy(out.logits.float(), targets)
+            logits = out.logits.float()
+            loss_ce = soft_cross_entropy(logits[:b], targets)
             loss_lcl = torch.zeros((), device=self.device)
             if contrastive:
-                loss_lcl = self._contrastive(out.projection.float(), key_view, y, pos, lam, perm)
-        loss = loss_ce + self.cell.method.lambda_lcl * loss_lcl
+                loss_lcl = self._contrastive(out.projection[:b].float(), key_view, y, pos, lam, perm)
+            loss_u, share = torch.zeros((), device=self.device), 0.0
+            if weak_probs is not None:
+                loss_u, share = fixmatch_loss(logits[b:], weak_probs, self.cell.method.fixmatch_threshold)
+            elif pair is not None:
+                given = torch.as_tensor(self.labels)[outside].to(self.device)
+                loss_u, share = forward_corrected_loss(logits[b:], given, self.transition), 1.0
+        m = self.cell.method
+        loss = loss_ce + m.lambda_lcl * loss_lcl + m.fixmatch_lambda * loss_u
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         if self.key_model is not None:
             momentum_update(self.key_model, self.model, self.key_momentum)
-        correct = (out.logits.argmax(1) == y).sum().item()  # against the dominant label (lam >= 0.5)
-        return loss_ce.item(), loss_lcl.item(), float(correct)
+        correct = (logits[:b].argmax(1) == y).sum().item()  # against the dominant label (lam >= 0.5)
+        return {"loss": loss.item(), "loss_ce": loss_ce.item(), "loss_lcl": loss_lcl.item(), "loss_u": loss_u.item(),
+                "pseudo_labelled": share, "correct": float(correct)}
+
+    @torch.no_grad()
+    def _teacher_probs(self, weak: torch.Tensor) -> torch.Tensor:
+        """FixMatch's weak-view probabilities, from the model that selects (the student in eval
+        mode, or its EMA copy)."""
+        teacher = self.key_model if self.cell.method.selection_model == "ema" else self.model
+        was_training = teacher.training
+        teacher.eval()
+        with self.place.autocast():
+            probs = teacher(self.place.input(weak)).logits.float().softmax(1)
+        teacher.train(was_training)
+        return probs
+
+    def estimate_transition(self, logits: torch.Tensor, verified: np.ndarray) -> None:
+        """T from this model's predictions on the verified samples (their labels are clean)."""
+        self.transition = estimate_transition(logits[verified].softmax(1), torch.as_tensor(self.labels[verified]),
+                                              self.data.num_classes)
 
     def _contrastive(self, query: torch.Tensor, key_view: torch.Tensor, y: torch.Tensor, pos: torch.Tensor,
                      lam: float, perm: torch.Tensor | None) -> torch.Tensor:
@@ -362,7 +424,7 @@ class Trainer:
             "key_model": self.key_model.state_dict() if self.key_model is not None else None,
             "queue": self.queue.state_dict(), "optimizer": self.optimizer.state_dict(),
             "in_G": torch.as_tensor(self.in_G), "labels": torch.as_tensor(self.labels), "soft": self.soft,
-            "history": self.history,
+            "transition": self.transition, "history": self.history,
         }
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             torch.save(state, f)  # a file object, not the path: the temp name would enter the zip
@@ -381,6 +443,7 @@ class Trainer:
         self.in_G = state["in_G"].numpy().astype(bool)
         self.labels = state["labels"].numpy().astype(np.int64)
         self.soft = state["soft"]
+        self.transition = state.get("transition")
         if not weights_only_model:
             self.epoch = state["epoch"]
             self.history = list(state["history"])
@@ -494,7 +557,7 @@ def _train_one(trainer: Trainer, phase: str, transform, progress: Progress, clea
     stats = trainer.run_epoch(transform, lr=lr_at(trainer.epoch, o.lr, o.lr_milestones, o.lr_gamma),
                               batch_size=o.batch_size, mixup_alpha=m.mixup_alpha if m.mixup else 0.0,
                               contrastive=m.contrastive, seed_epoch=trainer.epoch, progress=progress,
-                              iters=o.iters_per_epoch, class_balanced=o.class_balanced)
+                              iters=o.iters_per_epoch, class_balanced=o.class_balanced, semi=True)
     return {"phase": phase, **stats, **_quality(trainer, clean)}
 
 
@@ -558,6 +621,8 @@ def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces
     ext = trainer.extract(trainer.data.train, cell.runtime.eval_batch_size, progress,
                           ema=m.selection_model == "ema")
     preds = ext.preds
+    if m.semi_supervised == "forward" and trainer.transition is None and labels.verified:
+        trainer.estimate_transition(ext.logits, labels.init_G)  # the all-data warm-up's model, once
     time_extract = time.perf_counter() - start
     flipped = np.zeros(len(preds), dtype=bool)
     protected = labels.init_G if (labels.verified and m.keep_verified) else None
@@ -645,7 +710,7 @@ def run_finetune(cell: CellConfig, data: Dataset, labels: TrainingLabels, train_
         while trainer.epoch < f.epochs:
             stats = trainer.run_epoch(weak, lr=f.lr, batch_size=f.batch_size, mixup_alpha=f.mixup_alpha,
                                       contrastive=False, seed_epoch=FINETUNE_SEED_OFFSET + trainer.epoch,
-                                      progress=progress)
+                                      progress=progress, iters=f.iters_per_epoch)
             record = {"phase": "finetune", **stats, "test_top1": _test_top1(trainer)}
             _finish_epoch(trainer, record, out_dir / CHECKPOINT, fingerprint, progress, on_epoch)
     if f.epochs == 0 and _matching_state(out_dir / CHECKPOINT, "finetune", fingerprint) is None:

@@ -1,0 +1,420 @@
+"""CPU benchmark, protocol version 2 (../shared/data/README.md): equal optimizer steps,
+hyper-parameters chosen on a validation split of the training images.
+
+Three methods on CIFAR-10-5k, each with exactly 2000 optimizer steps at batch 128:
+`ce` (cross-entropy on every sample), `mtadcs-paper` (the paper's switches) and
+`mtadcs-best` (the switch set the tuning picked; one set for every noise setting), at
+sym 50 %, sym 80 % and asym 40 %. Cells run in-process through the pipeline's own engine
+(warm-up, MTaDCS epochs, fine-tune, evaluate), one at a time, and each finished cell is
+written to `benchmarks/results/protocol_v2.json` at once; a re-run skips finished cells.
+
+    python benchmarks/protocol_v2.py run                       # every missing cell
+    python benchmarks/protocol_v2.py run --methods ce --settings sym50
+    python benchmarks/protocol_v2.py run --ablation            # sym 50 %: best minus one switch at a time
+    python benchmarks/protocol_v2.py tune --trials paper all-data all-data-fixmatch
+    python benchmarks/protocol_v2.py table                     # Markdown + plot from the JSON
+
+`tune` never sees x_test: it carves a stratified 10 % validation split from x_train, gives
+it the labels a practitioner has (the noisy ones, drawn with the setting's noise), trains
+on the other 90 % and scores top-1 on the split. Each trial is an MLflow run nested under
+one tuning run (`mlflow ui --backend-store-uri sqlite:///bench-protocol-v2/mlflow.db`).
+
+The step budget is counted and enforced: a configuration whose planned steps differ from
+the budget is refused before it runs (an epoch must be `S` or a fixed number of steps, as a
+pass over G has no size known in advance), and the steps the histories record must add up
+to the plan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT))
+
+from benchmarks.cifar10_5k import machine  # noqa: E402
+from pipeline.config import CellConfig, parse_params, resolve_cell  # noqa: E402
+from pipeline.data.noise import make_noisy_labels  # noqa: E402
+from pipeline.layout import CellPaths  # noqa: E402
+from pipeline.method import engine  # noqa: E402
+from pipeline.runtime import atomic_path  # noqa: E402
+from stages import noise as noise_stage  # noqa: E402
+from stages.common import StageContext, load_data, load_labels  # noqa: E402
+from stages.evaluate import final_confidence_set  # noqa: E402
+
+log = logging.getLogger("protocol_v2")
+
+BUDGET = 2000  # optimizer steps at batch 128 for every method (the README's protocol v2)
+RESULTS = PROJECT / "benchmarks/results/protocol_v2"
+VALIDATION_FRACTION, VALIDATION_SEED = 0.1, 0
+
+SETTINGS = {"sym50": {"kind": "sym", "rate": 0.5}, "sym80": {"kind": "sym", "rate": 0.8},
+            "asym40": {"kind": "asym", "rate": 0.4}}
+
+# What every cell shares: the data, model and optimizer of the protocol. An epoch is 40 steps
+# (a CE pass over the 5170 images, 5170 // 128; also on the 90 % the tuning trains on), so
+# 50 epochs are the 2000 steps; MTaDCS cells spend 45 of them in warm-up and selection epochs
+# and 5 in fine-tuning.
+STEPS_PER_EPOCH = 40
+BASE = {
+    "data": {"dataset": "npz", "path": None},
+    "noise": {"sym_convention": "other", "seed": 0, "init_per_class": 100, "asym_map": "cifar10"},
+    "model": {"arch": "preact_resnet18", "width": 16, "proj_dim": 128},
+    "method": {"queue_size": 5000, "lc_alpha_reference_rounds": 240},
+    "optim": {"epochs": 45, "warmup_epochs": 10, "lr": 0.05, "lr_milestones": [40], "batch_size": 128,
+              "iters_per_epoch": STEPS_PER_EPOCH},
+    "train": {"feature_every": 5},
+    "finetune": {"epochs": 5, "lr": 0.001, "batch_size": 128, "iters_per_epoch": STEPS_PER_EPOCH},
+    "evaluate": {"knn_k": 200},
+    "runtime": {"device": "cpu", "threads": 2, "workers": 0, "progress": "log"},
+    "tracking": {"enabled": False},
+}
+CE = {"optim": {"epochs": 50, "warmup_epochs": 50, "lr_milestones": [45]},
+      "finetune": {"epochs": 0},
+      "method": {"lof": False, "confidence_set": False, "removal": False, "contrastive": False, "mixup": False,
+                 "label_correction": False}}
+PAPER: dict = {}  # the paper's switches and values (params.yaml defaults), on the shared schedule
+# The switch set the tuning on the validation split picked (benchmarks/results/protocol_v2_tuning.jsonl).
+BEST = {"method": {"warmup_set": "all", "selection_model": "ema"}}
+METHODS = {"ce": CE, "mtadcs-paper": PAPER, "mtadcs-best": BEST}
+
+# Candidate switch sets tried by `tune` (each merged over BASE), scored on the validation split.
+TRIALS = {
+    "paper": PAPER,
+    "all-data": {"method": {"warmup_set": "all"}},
+    "all-data-ema": {"method": {"warmup_set": "all", "selection_model": "ema"}},
+    "fixmatch-ema": {"method": {"semi_supervised": "fixmatch", "fixmatch_ratio": 0.5, "selection_model": "ema"}},
+    "all-data-ema-fixmatch": {"method": {"warmup_set": "all", "selection_model": "ema", "semi_supervised": "fixmatch",
+                                         "fixmatch_ratio": 0.5}},
+    "all-data-ema-gmm": {"method": {"warmup_set": "all", "selection_model": "ema", "loss_filter": "gmm"}},
+    "all-data-ema-lof105": {"method": {"warmup_set": "all", "selection_model": "ema", "lof_threshold": 1.05}},
+    "ce": CE,
+}
+
+
+def merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = merge(out.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
+
+
+def switches(override: dict) -> dict:
+    """The method switches a cell sets beyond the shared BASE (empty: the paper's)."""
+    return merge({}, override)
+
+
+# -- the step budget ------------------------------------------------------------------------------
+
+def steps_per_epoch(iters: str | int, cell: CellConfig, n: int, batch: int) -> int:
+    if iters == "G" and not cell.method.keeps_all:
+        raise SystemExit(f"{cell.name}: an epoch of 'G' has no size known in advance; use iters_per_epoch 'S' "
+                         "or a number so the step budget can be planned")
+    return n // batch if iters in ("G", "S") else int(iters)
+
+
+def planned_steps(cell: CellConfig, n: int) -> int:
+    o, f = cell.optim, cell.finetune
+    steps = o.epochs * steps_per_epoch(o.iters_per_epoch, cell, n, o.batch_size)
+    if cell.method.uses_predictions and f.epochs:
+        steps += f.epochs * steps_per_epoch(f.iters_per_epoch, cell, n, f.batch_size)
+    return steps
+
+
+# -- one cell -------------------------------------------------------------------------------------
+
+def make_cell(sections: dict, name: str, data_path: Path, setting: str, steps_per_epoch: int = STEPS_PER_EPOCH
+              ) -> CellConfig:
+    raw = merge(BASE, sections)
+    for section in ("optim", "finetune"):
+        raw[section]["iters_per_epoch"] = steps_per_epoch
+    raw["data"]["path"] = str(data_path.resolve())
+    raw["noise"] |= SETTINGS[setting]
+    return resolve_cell(parse_params({**{k: raw[k] for k in raw}, "runs": {name: {}}}, "protocol v2"), name)
+
+
+def run_cell(cell: CellConfig, out: Path, budget: int = BUDGET) -> dict:
+    """Noise, warm-up, MTaDCS epochs, fine-tune and evaluation as the stages run them, with the
+    steps counted and checked against the budget; the CE cell is one plain phase."""
+    started = time.perf_counter()
+    ctx = StageContext(out, cell, CellPaths(out, cell.name))
+    noise_stage.run(ctx)
+    data = load_data(ctx)
+    labels = load_labels(ctx, data)
+    plan = planned_steps(cell, len(data.train))
+    if plan != budget:
+        raise SystemExit(f"{cell.name}: plans {plan} optimizer steps, the budget is {budget}; "
+                         "change optim.epochs / finetune.epochs")
+    if not cell.method.uses_predictions:
+        cell = cell.model_copy(update={"optim": cell.optim.model_copy(update={"warmup_epochs": cell.optim.epochs})})
+    histories = {"warmup": engine.run_warmup(cell, data, labels, out / "warmup").history}
+    checkpoint, before = out / "warmup" / engine.CHECKPOINT, None
+    if cell.method.uses_predictions:
+        histories["train"] = engine.run_train(cell, data, labels, checkpoint, out / "train").history
+        histories["finetune"] = engine.run_finetune(cell, data, labels, out / "train" / engine.CHECKPOINT,
+                                                    out / "finetune").history
+        checkpoint, before = out / "finetune" / engine.CHECKPOINT, histories["train"][-1]["test_top1"]
+    metrics = engine.evaluate_checkpoint(cell, data, labels, checkpoint)
+    rows = [r for phase in histories.values() for r in phase if r.get("steps")]
+    steps = sum(int(r["steps"]) for r in rows)
+    if steps != plan:
+        raise SystemExit(f"{cell.name}: the histories record {steps} steps against a plan of {plan}")
+    train_seconds = sum(r["time_train"] for r in rows)
+    curve, done = [], 0
+    for r in rows:
+        done += int(r["steps"])
+        curve.append([done, round(r["test_top1"], 2)])
+    G = final_confidence_set(checkpoint, labels)
+    return {"top1": metrics["test/top1"], "top5": metrics["test/top5"], "knn": metrics["test/knn"],
+            "top1_before_finetune": before, "G_size": G["size"], "G_precision": G.get("precision"),
+            "G_recall": G.get("recall"), "steps": steps, "s_per_step": train_seconds / steps,
+            "wall_s": time.perf_counter() - started, "curve": curve}
+
+
+# -- results --------------------------------------------------------------------------------------
+
+def load_records(path: Path) -> list[dict]:
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def save_records(path: Path, records: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(records, indent=1) + "\n")
+
+
+def provenance() -> dict:
+    commit = subprocess.run(["git", "-C", str(PROJECT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(PROJECT), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    return {"command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
+            "commit": commit + ("+dirty" if dirty else ""), "machine": machine(),
+            "date": datetime.date.today().isoformat()}
+
+
+def command_run(args: argparse.Namespace) -> None:
+    path = RESULTS.with_suffix(".json")
+    wanted = [(m, s) for s in args.settings for m in args.methods]
+    if args.ablation:
+        wanted += [(f"ablation:{name}", "sym50") for name in ablation_variants()]
+    for method, setting in wanted:
+        records = load_records(path)
+        if any(r["method"] == method and r["setting"] == setting for r in records) and not args.force:
+            log.info("%s at %s: finished, skipped", method, setting)
+            continue
+        override = method_override(method)
+        cell = make_cell(override, f"{method.replace(':', '-')}-{setting}", args.data, setting)
+        log.info("%s at %s: running", method, setting)
+        result = run_cell(cell, args.dir / cell.name)
+        record = {"method": method, "setting": setting, **result, "switches": switches(override.get("method", {})),
+                  "schedule": {k: v for k, v in override.items() if k != "method"}, **provenance()}
+        records = [r for r in load_records(path) if not (r["method"] == method and r["setting"] == setting)]
+        save_records(path, [*records, record])
+        log.info("%s at %s: top-1 %.2f in %.0f s", method, setting, result["top1"], result["wall_s"])
+        write_table(load_records(path))
+
+
+def method_override(method: str) -> dict:
+    if method.startswith("ablation:"):
+        return ablation_variants()[method.split(":", 1)[1]]
+    return METHODS[method]
+
+
+def ablation_variants() -> dict[str, dict]:
+    """At sym 50 %: the best switch set with one of its switches turned back to the paper's,
+    and the paper's Table 3 components switched off one at a time from the best set."""
+    variants = {}
+    for key in BEST.get("method", {}):
+        variants[f"best-without-{key}"] = {"method": {k: v for k, v in BEST["method"].items() if k != key}}
+    for component in ("contrastive", "mixup", "label_correction", "removal"):
+        variants[f"best-without-{component}"] = merge(BEST, {"method": {component: False}})
+    return variants
+
+
+# -- tuning on the validation split ---------------------------------------------------------------
+
+def validation_npz(source: Path, setting: str, cache: Path) -> Path:
+    """x_train minus a stratified validation split (clean labels: the noise stage adds noise), and
+    the split as the test set, labelled with the setting's noisy labels: what a practitioner has."""
+    target = cache / f"validation-{setting}.npz"
+    if target.exists():
+        return target
+    arrays = dict(np.load(source))
+    y = arrays["y_train"]
+    rng = np.random.default_rng(VALIDATION_SEED)
+    held = np.zeros(len(y), dtype=bool)
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        held[rng.choice(members, int(round(VALIDATION_FRACTION * len(members))), replace=False)] = True
+    noise = merge(BASE["noise"], SETTINGS[setting])
+    noisy = make_noisy_labels(y, int(y.max()) + 1, kind=noise["kind"], rate=noise["rate"],
+                              convention=noise["sym_convention"], asym_map=noise["asym_map"], seed=noise["seed"])
+    cache.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, x_train=arrays["x_train"][~held], y_train=y[~held], train_index=arrays["train_index"][~held],
+                 x_test=arrays["x_train"][held], y_test=noisy[held], test_index=arrays["train_index"][held])
+    return target
+
+
+def command_tune(args: argparse.Namespace) -> None:
+    import mlflow
+
+    from pipeline.tracking.mlflow_runs import flatten
+
+    results = RESULTS.parent / "protocol_v2_tuning.jsonl"
+    done = {(r["trial"], r["setting"]) for r in map(json.loads, results.read_text().splitlines())} \
+        if results.exists() else set()
+    data = validation_npz(args.data, args.setting, args.dir)
+    mlflow.set_tracking_uri(args.mlflow_uri or f"sqlite:///{(args.dir / 'mlflow.db').resolve()}")
+    mlflow.set_experiment("mtadcs-protocol-v2-tuning")
+    parent_name = f"tuning-{args.setting}"
+    existing = mlflow.search_runs(filter_string=f"tags.mlflow.runName = '{parent_name}'", output_format="list")
+    with mlflow.start_run(run_id=existing[0].info.run_id if existing else None,
+                          run_name=None if existing else parent_name):
+        mlflow.set_tags({"budget_steps": BUDGET, "validation_fraction": VALIDATION_FRACTION,
+                         "scored_on": "validation split, noisy labels"})
+        for trial in args.trials:
+            if (trial, args.setting) in done and not args.force:
+                log.info("trial %s at %s: finished, skipped", trial, args.setting)
+                continue
+            override = TRIALS[trial]
+            per_epoch = int(STEPS_PER_EPOCH * args.budget_fraction)
+            cell = make_cell(override, f"tune-{trial}-{args.setting}", data, args.setting, per_epoch)
+            with mlflow.start_run(run_name=trial, nested=True):
+                mlflow.log_params(flatten(merge(BASE, override)) | {"setting": args.setting,
+                                                                   "steps_per_epoch": per_epoch})
+                result = run_cell(cell, args.dir / cell.name, budget=50 * per_epoch)
+                for steps, top1 in result.pop("curve"):
+                    mlflow.log_metric("val_top1_curve", top1, step=steps)
+                mlflow.log_metrics({f"val_{k}" if k.startswith("top") or k == "knn" else k: float(v)
+                                    for k, v in result.items() if isinstance(v, int | float)})
+            line = {"trial": trial, "setting": args.setting, "val_top1": result["top1"], "steps_per_epoch": per_epoch,
+                    **{k: result[k] for k in ("top1_before_finetune", "G_size", "G_precision", "G_recall", "steps",
+                                              "s_per_step", "wall_s")},
+                    "override": override, **provenance()}
+            with results.open("a") as handle:
+                handle.write(json.dumps(line) + "\n")
+            log.info("trial %s: validation top-1 %.2f", trial, result["top1"])
+
+
+# -- table and plot -------------------------------------------------------------------------------
+
+COLUMNS = ("top1", "top5", "knn", "top1_before_finetune", "G_size", "G_precision", "G_recall", "steps",
+           "s_per_step", "wall_s")
+TARGETS = {"sym50": 10.0, "sym80": 20.0, "asym40": 3.0}  # issue 12: best - CE, test top-1 points
+
+
+def write_table(records: list[dict]) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(RESULTS.with_suffix(".md")) as tmp:
+        Path(tmp).write_text(markdown(records))
+    plot(records, RESULTS.with_suffix(".png"))
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3g}" if isinstance(value, float) and value < 1 else (
+        f"{value:.1f}" if isinstance(value, float) else str(value))
+
+
+def markdown(records: list[dict]) -> str:
+    lines = ["# CPU benchmark, protocol v2 (CIFAR-10-5k, 2000 optimizer steps at batch 128)", "",
+             "Test top-1 / top-5 / kNN of the final model; the final confidence set G (size, precision and "
+             "recall against the clean labels; every sample for CE); optimizer steps; seconds per training "
+             "step; wall time of the whole cell (noise, training, per-epoch extraction and selection, "
+             "evaluation). Hyper-parameters and the best switch set were chosen on a validation split "
+             "(`benchmarks/results/protocol_v2_tuning.jsonl`), never on x_test.", "",
+             "| setting | method | " + " | ".join(COLUMNS) + " | wall / CE | commit |",
+             "|---|---|" + "---|" * (len(COLUMNS) + 2)]
+    ordered = sorted(records, key=lambda r: (list(SETTINGS).index(r["setting"]), r["method"]))
+    ce_wall = {r["setting"]: r["wall_s"] for r in records if r["method"] == "ce"}
+    ce_top1 = {r["setting"]: r["top1"] for r in records if r["method"] == "ce"}
+    for r in ordered:
+        ratio = r["wall_s"] / ce_wall[r["setting"]] if r["setting"] in ce_wall else None
+        lines.append(f"| {r['setting']} | {r['method']} | " + " | ".join(_fmt(r.get(c)) for c in COLUMNS)
+                     + f" | {_fmt(ratio)} | {r['commit']} |")
+    lines += ["", "## Targets (issue 12: best switch set against CE, test top-1)", "",
+              "| setting | CE | best | gap | target | met |", "|---|---|---|---|---|---|"]
+    for setting, target in TARGETS.items():
+        best = next((r for r in records if r["method"] == "mtadcs-best" and r["setting"] == setting), None)
+        if best is None or setting not in ce_top1:
+            lines.append(f"| {setting} | {_fmt(ce_top1.get(setting))} | {_fmt(best and best['top1'])} | – | "
+                         f"+{target:.0f} | not run yet |")
+            continue
+        gap = best["top1"] - ce_top1[setting]
+        lines.append(f"| {setting} | {ce_top1[setting]:.1f} | {best['top1']:.1f} | {gap:+.1f} | +{target:.0f} | "
+                     f"{'yes' if gap >= target else 'no'} |")
+    lines += ["", "Switch sets: " + "; ".join(f"`{m}` {json.dumps(switches(method_override(m).get('method', {})))}"
+                                               for m in sorted({r['method'] for r in records})), ""]
+    if records:
+        lines += [f"Command: `{records[-1]['command']}`; machine: {records[-1]['machine']}.", ""]
+    return "\n".join(lines)
+
+
+def plot(records: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(SETTINGS), figsize=(4.2 * len(SETTINGS), 3.4), sharey=True)
+    for ax, setting in zip(axes, SETTINGS, strict=True):
+        for r in records:
+            if r["setting"] == setting and not r["method"].startswith("ablation:") and r.get("curve"):
+                steps, top1 = zip(*r["curve"], strict=True)
+                ax.plot(steps, top1, label=f"{r['method']} ({r['top1']:.1f})")
+        ax.set_title(setting)
+        ax.set_xlabel("optimizer steps")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    axes[0].set_ylabel("test top-1 (%)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("run", "tune", "table"):
+        p = sub.add_parser(name)
+        p.add_argument("--data", type=Path, default=PROJECT.parent / "shared/data/cifar10_subset.npz")
+        p.add_argument("--dir", type=Path, default=Path("bench-protocol-v2"), help="working directory of the cells")
+        p.add_argument("--force", action="store_true", help="rerun finished cells / trials")
+    sub.choices["run"].add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
+    sub.choices["run"].add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
+    sub.choices["run"].add_argument("--ablation", action="store_true", help="also the sym 50 %% ablation cells")
+    sub.choices["tune"].add_argument("--trials", nargs="*", default=list(TRIALS), choices=list(TRIALS))
+    sub.choices["tune"].add_argument("--setting", default="sym50", choices=list(SETTINGS))
+    sub.choices["tune"].add_argument("--mlflow-uri", help="default: sqlite under --dir")
+    sub.choices["tune"].add_argument("--budget-fraction", type=float, default=1.0,
+                                     help="trials take this share of each epoch's steps (same epochs, schedule "
+                                          "and selection rounds; fewer steps), to rank switch sets faster")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(2)
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    if args.command != "table" and not args.data.is_file():
+        sys.exit(f"{args.data}: no such file; pass --data the CIFAR-10-5k .npz (../shared/data/cifar10_subset.npz)")
+    {"run": command_run, "tune": command_tune, "table": lambda a: write_table(load_records(RESULTS.with_suffix(".json")))}[
+        args.command](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""benchmarks/protocol_v2.py: the step budget is planned and enforced, the validation split
+never touches x_test, and the results table reports the issue's targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.fixtures import load_benchmark
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load_benchmark("protocol_v2")
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory) -> Path:
+    rng = np.random.default_rng(0)
+    n, m = 400, 50
+    path = tmp_path_factory.mktemp("data") / "fake.npz"
+    np.savez(path, x_train=rng.integers(0, 255, (n, 8, 8, 3), dtype=np.uint8), y_train=np.arange(n) % 10,
+             train_index=np.arange(n) + 7, x_test=np.full((m, 8, 8, 3), 255, dtype=np.uint8),
+             y_test=np.arange(m) % 10, test_index=np.arange(m))
+    return path
+
+
+def test_every_method_plans_exactly_the_budget_on_cifar10_5k(bench, npz) -> None:
+    for method, override in bench.METHODS.items():
+        cell = bench.make_cell(override, method, npz, "sym50")
+        assert bench.planned_steps(cell, 5170) == bench.BUDGET == 2000
+
+
+def test_tuning_trials_plan_the_same_epochs_at_a_share_of_the_steps(bench, npz) -> None:
+    cell = bench.make_cell(bench.TRIALS["paper"], "t", npz, "sym50", steps_per_epoch=20)
+    assert bench.planned_steps(cell, 4654) == 1000
+    assert (cell.optim.epochs, cell.finetune.epochs) == (45, 5)
+
+
+def test_an_epoch_of_G_cannot_be_planned_and_is_refused(bench, npz) -> None:
+    cell = bench.make_cell({}, "g", npz, "sym50")
+    cell = cell.model_copy(update={"optim": cell.optim.model_copy(update={"iters_per_epoch": "G"})})
+    with pytest.raises(SystemExit, match="no size known in advance"):
+        bench.planned_steps(cell, 5170)
+
+
+def test_a_cell_off_budget_is_refused_before_it_trains(bench, npz, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(bench.engine, "run_warmup", lambda *a, **k: pytest.fail("trained off budget"))
+    cell = bench.make_cell({"optim": {"epochs": 44, "lr_milestones": [40]}}, "short", npz, "sym50")
+    with pytest.raises(SystemExit, match="budget is 2000"):
+        bench.run_cell(cell, tmp_path)
+
+
+def test_validation_split_holds_out_training_images_only_with_noisy_labels(bench, npz, tmp_path) -> None:
+    split = np.load(bench.validation_npz(npz, "sym80", tmp_path))
+    source = np.load(npz)
+    assert len(split["x_test"]) == 40 and len(split["x_train"]) == 360  # 10 % of each class
+    np.testing.assert_array_equal(np.bincount(source["y_train"][np.isin(source["train_index"], split["test_index"])]),
+                                  [4] * 10)
+    assert sorted([*split["train_index"], *split["test_index"]]) == sorted(source["train_index"])
+    assert not (split["x_test"] == 255).all(axis=(1, 2, 3)).any()  # no x_test image
+    clean = source["y_train"][np.searchsorted(source["train_index"], split["test_index"])]
+    assert (split["y_test"] != clean).mean() > 0.6  # the practitioner's noisy labels (sym 80 %)
+    np.testing.assert_array_equal(split["y_train"], source["y_train"][np.isin(source["train_index"],
+                                                                                 split["train_index"])])
+
+
+def _record(method: str, setting: str, top1: float, wall: float) -> dict:
+    return {"method": method, "setting": setting, "top1": top1, "top5": 90.0, "knn": top1, "top1_before_finetune": None,
+            "G_size": 100, "G_precision": 96.0, "G_recall": 71.0, "steps": 2000, "s_per_step": 0.8, "wall_s": wall,
+            "curve": [[40, 10.0], [2000, top1]], "commit": "abc", "command": "python x", "machine": "m"}
+
+
+def test_table_reports_gaps_wall_ratio_and_missed_targets(bench, tmp_path, monkeypatch) -> None:
+    records = [_record("ce", "sym50", 50.0, 1000.0), _record("mtadcs-best", "sym50", 62.5, 1900.0),
+               _record("ce", "sym80", 20.0, 1000.0), _record("mtadcs-best", "sym80", 35.0, 2500.0)]
+    text = bench.markdown(records)
+    assert "| sym50 | 50.0 | 62.5 | +12.5 | +10 | yes |" in text
+    assert "| sym80 | 20.0 | 35.0 | +15.0 | +20 | no |" in text
+    assert "| asym40 | – | – | – | +3 | not run yet |" in text
+    assert "| 2.5 | abc |" in text  # wall / CE at sym 80 %
+    monkeypatch.setattr(bench, "RESULTS", tmp_path / "protocol_v2")
+    bench.write_table(records)
+    assert (tmp_path / "protocol_v2.png").stat().st_size > 0 and (tmp_path / "protocol_v2.md").exists()
