@@ -96,7 +96,7 @@ def main() -> None:
     data = load_dataset("npz", path=args.data)
     clean = data.train.labels
     noisy = make_noisy_labels(clean, 10, kind="sym", rate=0.5, convention="other", seed=0)
-    init = initial_confidence_mask(noisy, clean, 10, init_per_class=args.init_per_class, real_noise=False, seed=0)
+    init = initial_confidence_mask(noisy, clean, 10, init_per_class=args.init_per_class, seeded=True, seed=0)
     labels = engine.TrainingLabels(noisy, clean, init, verified=True)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -80,6 +80,9 @@ class NoiseConfig(Section):
     file_key: str | None = None  # e.g. worse_label
     seed: int = Field(0, ge=0)
     init_per_class: int = Field(20, ge=1)
+    # Simulated noise: G starts from a verified seed (init_per_class clean samples a class) or,
+    # as for real noise and a user's own labels, from all of S (no seed, nothing protected).
+    init: Literal["verified", "all"] = "verified"
 
     @model_validator(mode="after")
     def _file_needed(self) -> NoiseConfig:
@@ -91,6 +94,11 @@ class NoiseConfig(Section):
     def real_noise(self) -> bool:
         """Real noise (delivered labels or a label file): G starts as the whole set."""
         return self.kind in ("none", "file")
+
+    @property
+    def seeded(self) -> bool:
+        """G starts from a verified seed: simulated noise with init 'verified'."""
+        return not self.real_noise and self.init == "verified"
 
     def asym_map_for(self, dataset: str) -> str:
         """noise.asym_map, or the dataset's own map (CIFAR-10/100); other datasets flip c -> c+1."""
@@ -140,6 +148,12 @@ class MethodConfig(Section):
     fixmatch_threshold: float = Field(0.95, gt=0.0, le=1.0)
     fixmatch_lambda: float = Field(1.0, ge=0.0)  # weight of the loss on samples outside G (either variant)
     fixmatch_ratio: float = Field(1.0, gt=0.0)  # unlabelled batch = ratio x batch_size (FixMatch's mu)
+    # Removal for runs without a verified seed. removal_patience: a member of G leaves only after
+    # its prediction disagreed with its label this many selection rounds in a row (1: the paper's
+    # single prediction); min_class_keep: removal never takes a class's G below this share of
+    # the samples carrying its label.
+    removal_patience: int = Field(1, ge=1)
+    min_class_keep: float = Field(0.0, ge=0.0, le=1.0)
     keep_verified: bool = True  # the verified initial subset (simulated noise) is never removed or relabelled
     # Algorithm 1 ends with Eq. 7, so labels corrected in the last round would leave G for good;
     # true runs Eq. 2-3 once more after it so they can reach fine-tuning (false: the paper's order).

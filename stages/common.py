@@ -65,7 +65,12 @@ def load_labels(ctx: StageContext, data: Dataset) -> TrainingLabels:
     clean = None if table["clean_label"].isna().any() else table["clean_label"].to_numpy(dtype=np.int64)
     return TrainingLabels(table["noisy_label"].to_numpy(dtype=np.int64), clean,
                           table["in_initial_confidence_set"].to_numpy(dtype=bool),
-                          verified=clean is not None and not file.metadata.get("real_noise", True))
+                          verified=clean is not None and is_seeded(file.metadata))
+
+
+def is_seeded(metadata: dict) -> bool:
+    """The label file's initial G is a verified seed (files written before `seeded` infer it)."""
+    return bool(metadata.get("seeded", not metadata.get("real_noise", True)))
 
 
 def digest(*parts: str | Path | dict) -> str:

@@ -32,11 +32,11 @@ def make_label_table(ctx: StageContext, data: Dataset):
         asym_map=ctx.cell.noise.asym_map_for(ctx.cell.data.dataset), seed=n.seed, file=resolve_path(ctx, n.file), file_key=n.file_key,
         index=data.train.index)
     init = noise.initial_confidence_mask(noisy, clean, data.num_classes, init_per_class=n.init_per_class,
-                                         real_noise=n.real_noise, seed=n.seed)
+                                         seeded=n.seeded, seed=n.seed)
     metadata = {
         "cell": ctx.cell.name, "dataset": data.name, "num_classes": data.num_classes, "kind": n.kind,
         "rate": n.rate, "convention": n.sym_convention, "asym_map": ctx.cell.noise.asym_map_for(ctx.cell.data.dataset), "seed": n.seed,
-        "init_per_class": n.init_per_class, "real_noise": n.real_noise, "source_file": n.file,
+        "init_per_class": n.init_per_class, "real_noise": n.real_noise, "seeded": n.seeded, "source_file": n.file,
         "file_key": n.file_key, "realised_rate": None if clean is None else noise.realised_rate(clean, noisy),
     }
     return noise.build_label_table(data.train.index, clean, noisy, init), metadata

@@ -154,7 +154,7 @@ def data() -> Dataset:
 def labels(data: Dataset) -> engine.TrainingLabels:
     clean = data.train.labels
     given = make_noisy_labels(clean, K, kind="sym", rate=0.4, seed=0)
-    init_G = initial_confidence_mask(given, clean, K, init_per_class=12, real_noise=False, seed=0)
+    init_G = initial_confidence_mask(given, clean, K, init_per_class=12, seeded=True, seed=0)
     given[TWIN_POSITIONS] = np.arange(TWINS) % 2  # half 0 (correct), half 1 (wrong)
     init_G[TWIN_POSITIONS] = True
     return engine.TrainingLabels(given=given, clean=clean, init_G=init_G)
@@ -703,3 +703,20 @@ def test_finetune_iters_per_epoch_sets_the_finetune_steps(tmp_path, cell, data, 
 def test_variants_outside_G_refuse_settings_they_cannot_work_with(method, message) -> None:
     with pytest.raises(UserError, match=message):
         make_cell(method=method)
+
+
+def test_removal_patience_spares_a_single_disagreement_and_the_streak_survives_a_restart(tmp_path, data, labels,
+                                                                                           warm) -> None:
+    """The planted twins disagree with half their labels at the opening selection; the paper's
+    rule removes them at once, a patience of 2 cannot (no sample has disagreed twice yet)."""
+    patient = make_cell(method={"removal_patience": 2})
+    seen: list[dict] = []
+    with pytest.raises(Interrupted):
+        engine.run_train(patient, data, labels, warm, tmp_path / "t", on_epoch=record_then_stop(seen))
+    assert seen[0]["epoch"] == T_P and seen[0]["removed"] == 0
+    state = engine.load_checkpoint(tmp_path / "t" / engine.CHECKPOINT)
+    streak = state["disagree_streak"].numpy()
+    assert (streak[TWIN_POSITIONS] == 1).sum() >= TWINS // 2  # the disagreeing twins are one round in
+    trainer = engine.Trainer(patient, data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, key_encoder=True)
+    trainer.restore(state)
+    np.testing.assert_array_equal(trainer.disagree_streak, streak)

@@ -204,27 +204,27 @@ def test_make_noisy_labels_file_uses_index(tmp_path):
 def test_initial_mask_simulated_picks_correct_samples_per_class():
     clean = balanced_labels(10, 100)
     noisy = make_noisy_labels(clean, 10, kind="sym", rate=0.5, convention="other", seed=0)
-    mask = initial_confidence_mask(noisy, clean, 10, init_per_class=20, real_noise=False, seed=0)
+    mask = initial_confidence_mask(noisy, clean, 10, init_per_class=20, seeded=True, seed=0)
     assert mask.dtype == bool and mask.sum() == 200
     assert np.all(noisy[mask] == clean[mask])
     assert np.array_equal(np.bincount(noisy[mask], minlength=10), np.full(10, 20))
-    again = initial_confidence_mask(noisy, clean, 10, init_per_class=20, real_noise=False, seed=0)
-    other = initial_confidence_mask(noisy, clean, 10, init_per_class=20, real_noise=False, seed=1)
+    again = initial_confidence_mask(noisy, clean, 10, init_per_class=20, seeded=True, seed=0)
+    other = initial_confidence_mask(noisy, clean, 10, init_per_class=20, seeded=True, seed=1)
     assert np.array_equal(mask, again) and not np.array_equal(mask, other)
 
 
 def test_initial_mask_short_class_takes_all_and_warns(caplog):
     clean = np.array([0] * 50 + [1] * 3, dtype=np.int64)
     with caplog.at_level(logging.WARNING, logger="pipeline.data.noise"):
-        mask = initial_confidence_mask(clean, clean, 2, init_per_class=10, real_noise=False, seed=0)
+        mask = initial_confidence_mask(clean, clean, 2, init_per_class=10, seeded=True, seed=0)
     assert mask[50:].all() and mask[:50].sum() == 10
     assert "class 1 has only 3" in caplog.text
 
 
-@pytest.mark.parametrize(("real", "clean"), [(True, np.zeros(6, dtype=np.int64)), (False, None)])
-def test_initial_mask_real_noise_is_everything(real, clean):
+@pytest.mark.parametrize(("seeded", "clean"), [(False, np.zeros(6, dtype=np.int64)), (True, None)])
+def test_initial_mask_without_a_seed_is_everything(seeded, clean):
     mask = initial_confidence_mask(
-        np.ones(6, dtype=np.int64), clean, 2, init_per_class=1, real_noise=real, seed=0
+        np.ones(6, dtype=np.int64), clean, 2, init_per_class=1, seeded=seeded, seed=0
     )
     assert mask.dtype == bool and mask.all()
 
@@ -278,7 +278,7 @@ def test_label_file_is_byte_identical_for_same_seed(tmp_path):
     def write(name: str) -> bytes:
         clean = balanced_labels(10, 50)
         noisy = make_noisy_labels(clean, 10, kind="sym", rate=0.5, seed=7)
-        mask = initial_confidence_mask(noisy, clean, 10, init_per_class=5, real_noise=False, seed=7)
+        mask = initial_confidence_mask(noisy, clean, 10, init_per_class=5, seeded=True, seed=7)
         table = build_label_table(np.arange(len(clean)), clean, noisy, mask)
         write_label_file(table, tmp_path / name, {**META, "realised_rate": realised_rate(clean, noisy)})
         return (tmp_path / name).read_bytes()

@@ -332,3 +332,27 @@ def test_lof_fitted_on_G_rejects_a_dense_clump_far_from_G() -> None:
     assert not on_G.selected[is_clump].any()
     assert on_G.selected[30:40].sum() >= 5  # candidates inside G's cloud mostly pass
     assert np.isfinite(on_G.lof_score[30:]).all() and np.isnan(on_G.lof_score[:30]).all()
+
+
+def test_cap_removal_keeps_each_class_at_its_share_removing_the_least_likely_first() -> None:
+    from pipeline.method.selection import cap_removal_per_class
+
+    labels = np.array([0] * 10 + [1] * 4)
+    in_G = np.ones(14, dtype=bool)
+    removed = np.array([True] * 8 + [False] * 2 + [True, False, False, False])
+    prob = np.array([0.9, 0.1, 0.5, 0.2, 0.8, 0.3, 0.7, 0.4, 0.0, 0.0, 0.5, 0, 0, 0])
+    capped = cap_removal_per_class(removed, in_G, labels, 2, keep_share=0.5, priority=prob)
+    # class 0: 10 in G, floor 5, so 5 of its 8 removals go: the five lowest label probabilities
+    np.testing.assert_array_equal(np.flatnonzero(capped[:10]), [1, 2, 3, 5, 7])
+    assert capped[10]  # class 1: 4 in G, floor 2, one removal asked: allowed
+
+
+def test_removal_takes_only_what_the_moving_trace_allows() -> None:
+    features = np.eye(3, 4)[np.array([0, 0, 1, 1, 2, 2])].astype(np.float32)
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    preds = np.array([1, 1, 1, 1, 2, 0])  # samples 0, 1 and 5 disagree
+    in_G = np.ones(6, dtype=bool)
+    removable = np.array([True, False, True, True, True, False])  # e.g. streak >= patience
+    result = update_confidence_set(in_G, features, labels, preds, 3, lof=False, removable=removable)
+    np.testing.assert_array_equal(result.removed, [True, False, False, False, False, False])
+    np.testing.assert_array_equal(result.in_G, [False, True, True, True, True, True])

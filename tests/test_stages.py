@@ -51,6 +51,19 @@ def test_injected_noise_on_digits_keeps_clean_labels_and_a_verified_subset(tmp_p
     assert load_labels(ctx, load_data(ctx)).verified
 
 
+def test_injected_noise_without_a_seed_starts_G_as_all_of_S_with_clean_labels_kept(tmp_path) -> None:
+    from pipeline.data.noise import write_label_file
+    from stages import noise
+    from stages.common import load_data, load_labels
+
+    ctx = _context(tmp_path, {"dataset": "digits"}, {"kind": "sym", "rate": 0.5, "init": "all"})
+    table, metadata = noise.make_label_table(ctx, load_data(ctx))
+    assert table["in_initial_confidence_set"].all() and table["is_noisy"].any()
+    write_label_file(table, ctx.paths.labels, metadata)
+    labels = load_labels(ctx, load_data(ctx))
+    assert labels.clean is not None and labels.init_G.all() and not labels.verified  # nothing is protected
+
+
 def test_a_training_stage_records_what_it_cost(tmp_path) -> None:
     from stages import noise, training
 

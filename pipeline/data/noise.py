@@ -366,17 +366,17 @@ def initial_confidence_mask(
     num_classes: int,
     *,
     init_per_class: int,
-    real_noise: bool,
+    seeded: bool,
     seed: int,
 ) -> np.ndarray:
     """The initial confidence set G as a boolean mask over the samples.
 
-    Simulated noise: per class, `init_per_class` samples whose noisy label is correct,
-    standing in for a small manually verified subset. Real noise (or unknown clean labels):
-    every sample, since nothing can be verified.
+    `seeded` (simulated noise with `noise.init: verified`): per class, `init_per_class` samples
+    whose noisy label is correct, standing in for a small manually verified subset. Otherwise
+    (real noise, unknown clean labels, or `noise.init: all`): every sample.
     """
     noisy = np.asarray(noisy)
-    if real_noise or clean is None:
+    if not seeded or clean is None:
         return np.ones(len(noisy), dtype=bool)
     clean = np.asarray(clean)
     if clean.shape != noisy.shape:

@@ -223,6 +223,7 @@ class Trainer:
         self.labels = labels.given.copy()
         self.soft = init_soft_labels(labels.given, data.num_classes)
         self.transition: torch.Tensor | None = None  # p(noisy | clean), for forward correction
+        self.disagree_streak = np.zeros(n, dtype=np.int64)  # selection rounds in a row with ŷ != label
         self.history: list[dict] = []
 
     # -- state changes -------------------------------------------------------------------------
@@ -234,6 +235,12 @@ class Trainer:
         """The new G; the queue keeps only keys of its members, under their current labels."""
         self.in_G = np.array(in_G, dtype=bool)  # a copy: never an alias of the caller's mask
         self.queue.refresh(torch.as_tensor(self.in_G), torch.as_tensor(self.labels))
+
+    def note_predictions(self, preds: np.ndarray) -> np.ndarray:
+        """One more selection round of the moving trace: each sample's run of rounds whose
+        prediction disagrees with its current label grows by one, or restarts at 0."""
+        self.disagree_streak = np.where(preds != self.labels, self.disagree_streak + 1, 0)
+        return self.disagree_streak
 
     def begin_phase(self, first_epoch: int = 0) -> None:
         """A new phase starts an empty history. Fine-tuning counts its epochs from 0; the MTaDCS
@@ -424,7 +431,8 @@ class Trainer:
             "key_model": self.key_model.state_dict() if self.key_model is not None else None,
             "queue": self.queue.state_dict(), "optimizer": self.optimizer.state_dict(),
             "in_G": torch.as_tensor(self.in_G), "labels": torch.as_tensor(self.labels), "soft": self.soft,
-            "transition": self.transition, "history": self.history,
+            "transition": self.transition, "disagree_streak": torch.as_tensor(self.disagree_streak),
+            "history": self.history,
         }
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             torch.save(state, f)  # a file object, not the path: the temp name would enter the zip
@@ -444,6 +452,8 @@ class Trainer:
         self.labels = state["labels"].numpy().astype(np.int64)
         self.soft = state["soft"]
         self.transition = state.get("transition")
+        streak = state.get("disagree_streak")  # absent from checkpoints written before the moving trace
+        self.disagree_streak = np.zeros(len(self.in_G), dtype=np.int64) if streak is None else streak.numpy().copy()
         if not weights_only_model:
             self.epoch = state["epoch"]
             self.history = list(state["history"])
@@ -653,6 +663,11 @@ def _select_and_remove(trainer: Trainer, ext: Extraction, preds: np.ndarray,
     backend = m.lof_backend if m.lof_backend != "auto" else ("torch" if trainer.device.type == "cuda" else "sklearn")
     if backend == "torch":
         space = torch.from_numpy(space).to(trainer.device)  # LOF on the GPU when there is one
+    streak = trainer.note_predictions(preds)
+    removable = streak >= m.removal_patience if m.removal_patience > 1 else None
+    label_prob = None
+    if m.min_class_keep > 0:
+        label_prob = ext.logits.softmax(1)[torch.arange(len(preds)), torch.as_tensor(trainer.labels)].numpy()
     clean = None
     if m.loss_filter == "gmm":
         losses = F.cross_entropy(ext.logits, torch.as_tensor(trainer.labels), reduction="none").numpy()
@@ -661,7 +676,8 @@ def _select_and_remove(trainer: Trainer, ext: Extraction, preds: np.ndarray,
         trainer.in_G, space, trainer.labels, preds, trainer.data.num_classes, lof=m.lof,
         confidence_set=m.confidence_set, removal=m.removal, n_neighbors=m.lof_neighbors,
         threshold=m.lof_threshold, backend=backend, protected=protected,
-        lof_reference=m.lof_reference, clean=clean)
+        lof_reference=m.lof_reference, clean=clean, removable=removable, min_class_keep=m.min_class_keep,
+        label_prob=label_prob)
 
 
 def _no_selection(in_G: np.ndarray) -> SelectionResult:

@@ -248,6 +248,9 @@ def update_confidence_set(
     protected: np.ndarray | None = None,
     lof_reference: Literal["candidates", "G"] = "candidates",
     clean: np.ndarray | None = None,
+    removable: np.ndarray | None = None,
+    min_class_keep: float = 0.0,
+    label_prob: np.ndarray | None = None,
 ) -> SelectionResult:
     """One epoch's update of G (Algorithm 1, steps 6-8), with Table 3's ablation switches.
 
@@ -270,6 +273,12 @@ def update_confidence_set(
     ``lof_reference="G"`` fits each class's LOF on its members of G and scores the candidates
     against it (see :func:`select_by_lof`). ``clean`` (bool mask, e.g. :func:`gmm_clean_mask`)
     is a further condition on every candidate, required together with prediction agreement.
+
+    Two limits on removal for runs without a verified seed (both off by default, the paper's
+    rule): ``removable`` (bool mask) is what removal may take at all, e.g. the samples whose
+    prediction has disagreed with their label for several epochs in a row (the moving trace);
+    ``min_class_keep`` keeps each class's G at no less than that share of the samples carrying
+    its label, cancelling the removals of the highest ``label_prob`` (see :func:`cap_removal_per_class`).
 
     ``protected`` (bool mask) marks samples that stay in G whatever the mode: the verified
     subset G starts from under simulated noise. They are known to be clean, so Eq. 3's
@@ -303,12 +312,34 @@ def update_confidence_set(
     removed = np.zeros(n, dtype=bool)
     if removal and confidence_set:
         removed = new_G & (preds != labels)
+        if removable is not None:
+            removed &= np.asarray(removable, dtype=bool)
         if protected is not None:
             removed &= ~protected
+        if min_class_keep > 0:
+            removed = cap_removal_per_class(removed, new_G, labels, num_classes, min_class_keep, label_prob)
         new_G = new_G & ~removed
     if protected is not None:
         new_G = new_G | protected
     return SelectionResult(selected=selected, removed=removed, lof_score=scores, in_G=new_G)
+
+
+def cap_removal_per_class(removed: np.ndarray, in_G: np.ndarray, labels: np.ndarray, num_classes: int,
+                          keep_share: float, priority: np.ndarray | None = None) -> np.ndarray:
+    """The removals that leave every class's G with at least ceil(keep_share x |class in S|)
+    members (or all it had, if fewer). Within a class, the removals of lowest `priority` (the
+    model's probability for the label; removal order by position when None) go first."""
+    removed = np.asarray(removed, dtype=bool).copy()
+    order = np.arange(len(labels)) if priority is None else np.asarray(priority)
+    for c in range(num_classes):
+        members = labels == c
+        floor = int(np.ceil(keep_share * members.sum()))
+        may_remove = max(int((in_G & members).sum()) - floor, 0)
+        candidates = np.flatnonzero(removed & members)
+        if len(candidates) > may_remove:
+            spared = candidates[np.argsort(order[candidates], kind="stable")][may_remove:]
+            removed[spared] = False
+    return removed
 
 
 def confidence_set_quality(in_G: np.ndarray, labels: np.ndarray, clean_labels: np.ndarray) -> dict:
