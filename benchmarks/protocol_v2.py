@@ -4,7 +4,8 @@ hyper-parameters chosen on a validation split of the training images.
 Three methods on CIFAR-10-5k, each with exactly 2000 optimizer steps at batch 128:
 `ce` (cross-entropy on every sample), `mtadcs-paper` (the paper's switches) and
 `mtadcs-best` (the switch set the tuning picked; one set for every noise setting), at
-sym 50 %, sym 80 % and asym 40 %. Cells run in-process through the pipeline's own engine
+sym 50 %, sym 80 % and asym 40 %; and `mtadcs-seedless` (no verified seed: G starts as all of
+S, as for a user's own labels) beside CE at sym 10 %, sym 50 % and asym 40 %. Cells run in-process through the pipeline's own engine
 (warm-up, MTaDCS epochs, fine-tune, evaluate), one at a time, and each finished cell is
 written to `benchmarks/results/protocol_v2.json` at once; a re-run skips finished cells.
 
@@ -61,8 +62,8 @@ BUDGET = 2000  # optimizer steps at batch 128 for every method (the README's pro
 RESULTS = PROJECT / "benchmarks/results/protocol_v2"
 VALIDATION_FRACTION, VALIDATION_SEED = 0.1, 0
 
-SETTINGS = {"sym50": {"kind": "sym", "rate": 0.5}, "sym80": {"kind": "sym", "rate": 0.8},
-            "asym40": {"kind": "asym", "rate": 0.4}}
+SETTINGS = {"sym10": {"kind": "sym", "rate": 0.1}, "sym50": {"kind": "sym", "rate": 0.5},
+            "sym80": {"kind": "sym", "rate": 0.8}, "asym40": {"kind": "asym", "rate": 0.4}}
 
 # What every cell shares: the data, model and optimizer of the protocol. An epoch is 40 steps
 # (a CE pass over the 5170 images, 5170 // 128; also on the 90 % the tuning trains on), so
@@ -89,7 +90,14 @@ CE = {"optim": {"epochs": 50, "warmup_epochs": 50, "lr_milestones": [45]},
 PAPER: dict = {}  # the paper's switches and values (params.yaml defaults), on the shared schedule
 # The switch set the tuning on the validation split picked (benchmarks/results/protocol_v2_tuning.jsonl).
 BEST = {"method": {"warmup_set": "all", "selection_model": "ema"}}
-METHODS = {"ce": CE, "mtadcs-paper": PAPER, "mtadcs-best": BEST}
+# No verified seed (issue 17): G starts as all of S, as for a user's own labels.
+SEEDLESS = {"noise": {"init": "all"}, "method": {"removal_patience": 3, "min_class_keep": 0.5,
+                                                   "selection_model": "ema"}}
+METHODS = {"ce": CE, "mtadcs-paper": PAPER, "mtadcs-best": BEST, "mtadcs-seedless": SEEDLESS}
+# The cells of the benchmark: the method issue's three methods at three settings, and the
+# seedless method beside CE at sym 10 % (do no harm), sym 50 % and asym 40 %.
+CELLS = [*[(m, s) for s in ("sym50", "sym80", "asym40") for m in ("ce", "mtadcs-paper", "mtadcs-best")],
+         ("ce", "sym10"), *[("mtadcs-seedless", s) for s in ("sym10", "sym50", "asym40")]]
 
 # Candidate switch sets tried by `tune` (each merged over BASE), scored on the validation split.
 TRIALS = {
@@ -102,6 +110,8 @@ TRIALS = {
     "all-data-ema-gmm": {"method": {"warmup_set": "all", "selection_model": "ema", "loss_filter": "gmm"}},
     "all-data-ema-lof105": {"method": {"warmup_set": "all", "selection_model": "ema", "lof_threshold": 1.05}},
     "ce": CE,
+    "seedless-paper": {"noise": {"init": "all"}},
+    "seedless": SEEDLESS,
 }
 
 
@@ -180,7 +190,7 @@ def run_cell(cell: CellConfig, out: Path, budget: int = BUDGET) -> dict:
     G = final_confidence_set(checkpoint, labels)
     return {"top1": metrics["test/top1"], "top5": metrics["test/top5"], "knn": metrics["test/knn"],
             "top1_before_finetune": before, "G_size": G["size"], "G_precision": G.get("precision"),
-            "G_recall": G.get("recall"), "steps": steps, "s_per_step": train_seconds / steps,
+            "G_recall": G.get("recall"), "G_min_class_recall": G.get("min_class_recall"), "steps": steps, "s_per_step": train_seconds / steps,
             "wall_s": time.perf_counter() - started, "curve": curve}
 
 
@@ -208,7 +218,7 @@ def provenance() -> dict:
 
 def command_run(args: argparse.Namespace) -> None:
     path = RESULTS.with_suffix(".json")
-    wanted = [(m, s) for s in args.settings for m in args.methods]
+    wanted = [(m, s) for m, s in CELLS if m in args.methods and s in args.settings]
     if args.ablation:
         wanted += [(f"ablation:{name}", "sym50") for name in ablation_variants()]
     for method, setting in wanted:
@@ -313,9 +323,10 @@ def command_tune(args: argparse.Namespace) -> None:
 
 # -- table and plot -------------------------------------------------------------------------------
 
-COLUMNS = ("top1", "top5", "knn", "top1_before_finetune", "G_size", "G_precision", "G_recall", "steps",
-           "s_per_step", "wall_s")
+COLUMNS = ("top1", "top5", "knn", "top1_before_finetune", "G_size", "G_precision", "G_recall", "G_min_class_recall",
+           "steps", "s_per_step", "wall_s")
 TARGETS = {"sym50": 10.0, "sym80": 20.0, "asym40": 3.0}  # issue 12: best - CE, test top-1 points
+SEEDLESS_TARGETS = {"sym10": -1.0, "sym50": 5.0, "asym40": 0.0}  # issue 17: seedless - CE
 
 
 def write_table(records: list[dict]) -> None:
@@ -348,22 +359,26 @@ def markdown(records: list[dict]) -> str:
         ratio = r["wall_s"] / ce_wall[r["setting"]] if r["setting"] in ce_wall else None
         lines.append(f"| {r['setting']} | {r['method']} | " + " | ".join(_fmt(r.get(c)) for c in COLUMNS)
                      + f" | {_fmt(ratio)} | {r['commit']} |")
-    lines += ["", "## Targets (issue 12: best switch set against CE, test top-1)", "",
-              "| setting | CE | best | gap | target | met |", "|---|---|---|---|---|---|"]
-    for setting, target in TARGETS.items():
-        best = next((r for r in records if r["method"] == "mtadcs-best" and r["setting"] == setting), None)
-        if best is None or setting not in ce_top1:
-            lines.append(f"| {setting} | {_fmt(ce_top1.get(setting))} | {_fmt(best and best['top1'])} | – | "
-                         f"+{target:.0f} | not run yet |")
-            continue
-        gap = best["top1"] - ce_top1[setting]
-        lines.append(f"| {setting} | {ce_top1[setting]:.1f} | {best['top1']:.1f} | {gap:+.1f} | +{target:.0f} | "
-                     f"{'yes' if gap >= target else 'no'} |")
+    for title, method, targets in (("issue 12: best switch set against CE", "mtadcs-best", TARGETS),
+                                   ("issue 17: no verified seed, against CE", "mtadcs-seedless", SEEDLESS_TARGETS)):
+        lines += ["", f"## Targets ({title}, test top-1)", "",
+                  "| setting | CE | MTaDCS | gap | target | met |", "|---|---|---|---|---|---|"]
+        lines += [_target_row(records, ce_top1, method, setting, target) for setting, target in targets.items()]
     lines += ["", "Switch sets: " + "; ".join(f"`{m}` {json.dumps(switches(method_override(m).get('method', {})))}"
                                                for m in sorted({r['method'] for r in records})), ""]
     if records:
         lines += [f"Command: `{records[-1]['command']}`; machine: {records[-1]['machine']}.", ""]
     return "\n".join(lines)
+
+
+def _target_row(records: list[dict], ce_top1: dict, method: str, setting: str, target: float) -> str:
+    row = next((r for r in records if r["method"] == method and r["setting"] == setting), None)
+    if row is None or setting not in ce_top1:
+        return (f"| {setting} | {_fmt(ce_top1.get(setting))} | {_fmt(row and row['top1'])} | – | {target:+.0f} | "
+                "not run yet |")
+    gap = row["top1"] - ce_top1[setting]
+    return (f"| {setting} | {ce_top1[setting]:.1f} | {row['top1']:.1f} | {gap:+.1f} | {target:+.0f} | "
+            f"{'yes' if gap >= target else 'no'} |")
 
 
 def plot(records: list[dict], path: Path) -> None:
@@ -397,8 +412,10 @@ def main() -> None:
         p.add_argument("--data", type=Path, default=PROJECT.parent / "shared/data/cifar10_subset.npz")
         p.add_argument("--dir", type=Path, default=Path("bench-protocol-v2"), help="working directory of the cells")
         p.add_argument("--force", action="store_true", help="rerun finished cells / trials")
-    sub.choices["run"].add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
-    sub.choices["run"].add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
+    sub.choices["run"].add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS),
+                                    help="run only these methods' cells")
+    sub.choices["run"].add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS),
+                                    help="run only the cells at these noise settings")
     sub.choices["run"].add_argument("--ablation", action="store_true", help="also the sym 50 %% ablation cells")
     sub.choices["tune"].add_argument("--trials", nargs="*", default=list(TRIALS), choices=list(TRIALS))
     sub.choices["tune"].add_argument("--setting", default="sym50", choices=list(SETTINGS))

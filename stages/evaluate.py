@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 
 from pipeline.config import cell_identity
 from pipeline.method import engine
 from pipeline.method.engine import CHECKPOINT
-from pipeline.method.selection import confidence_set_quality
+from pipeline.method.selection import confidence_set_quality, per_class_recall
 from pipeline.runtime import atomic_path
 from stages.common import NOT_RUN, StageContext, is_not_run, load_data, load_labels, stage_run, write_json
 
@@ -51,7 +52,9 @@ def final_confidence_set(checkpoint, labels: engine.TrainingLabels) -> dict:
     if labels.clean is None:
         return {"size": int(in_G.sum())}
     q = confidence_set_quality(in_G, current, labels.clean)
-    return {"size": int(q["size"]), "precision": 100.0 * q["precision"], "recall": 100.0 * q["recall"]}
+    by_class = per_class_recall(in_G, current, labels.clean, int(labels.clean.max()) + 1)
+    return {"size": int(q["size"]), "precision": 100.0 * q["precision"], "recall": 100.0 * q["recall"],
+            "min_class_recall": 100.0 * float(np.nanmin(by_class))}
 
 
 def _realised_rate(ctx: StageContext) -> float | None:

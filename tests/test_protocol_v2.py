@@ -78,6 +78,7 @@ def test_table_reports_gaps_wall_ratio_and_missed_targets(bench, tmp_path, monke
                _record("ce", "sym80", 20.0, 1000.0), _record("mtadcs-best", "sym80", 35.0, 2500.0)]
     text = bench.markdown(records)
     assert "| sym50 | 50.0 | 62.5 | +12.5 | +10 | yes |" in text
+    assert "| sym10 | – | – | – | -1 | not run yet |" in text  # the seedless targets
     assert "| sym80 | 20.0 | 35.0 | +15.0 | +20 | no |" in text
     assert "| asym40 | – | – | – | +3 | not run yet |" in text
     assert "| 2.5 | abc |" in text  # wall / CE at sym 80 %

@@ -356,3 +356,14 @@ def test_removal_takes_only_what_the_moving_trace_allows() -> None:
     result = update_confidence_set(in_G, features, labels, preds, 3, lof=False, removable=removable)
     np.testing.assert_array_equal(result.removed, [True, False, False, False, False, False])
     np.testing.assert_array_equal(result.in_G, [False, True, True, True, True, True])
+
+
+def test_per_class_recall_shows_a_class_that_selection_emptied() -> None:
+    from pipeline.method.selection import per_class_recall
+
+    clean = np.array([0, 0, 0, 0, 1, 1, 2])
+    labels = np.array([0, 0, 0, 1, 1, 1, 0])  # one wrong label in class 0; class 2 has no correct one
+    in_G = np.array([True, True, False, True, False, False, True])
+    recall = per_class_recall(in_G, labels, clean, 3)
+    np.testing.assert_allclose(recall[:2], [2 / 3, 0.0])
+    assert np.isnan(recall[2])

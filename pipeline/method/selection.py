@@ -366,6 +366,16 @@ def confidence_set_quality(in_G: np.ndarray, labels: np.ndarray, clean_labels: n
 # --------------------------------------------------------------------------- helpers
 
 
+def per_class_recall(in_G: np.ndarray, labels: np.ndarray, clean_labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """For each clean class, the share of its correctly labelled samples that are in G (NaN
+    for a class with none): whether selection empties a class while G as a whole looks fine."""
+    in_G, correct = np.asarray(in_G, dtype=bool), np.asarray(labels) == np.asarray(clean_labels)
+    clean_labels = np.asarray(clean_labels)
+    totals = np.bincount(clean_labels[correct], minlength=num_classes).astype(float)
+    kept = np.bincount(clean_labels[correct & in_G], minlength=num_classes).astype(float)
+    return np.divide(kept, totals, out=np.full(num_classes, np.nan), where=totals > 0)
+
+
 def _check_features(features: Features) -> int:
     if features.ndim != 2:
         raise ValueError(f"features must be 2-D (N, D), got shape {tuple(features.shape)}")
