@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -53,8 +54,9 @@ from pipeline.layout import CellPaths  # noqa: E402
 from pipeline.method import engine  # noqa: E402
 from pipeline.runtime import atomic_path  # noqa: E402
 from stages import noise as noise_stage  # noqa: E402
-from stages.common import StageContext, load_data, load_labels  # noqa: E402
+from stages.common import CODE_ROOT, StageContext, digest, load_data, load_labels  # noqa: E402
 from stages.evaluate import final_confidence_set  # noqa: E402
+from stages.training import TRAINING_CODE  # noqa: E402
 
 log = logging.getLogger("protocol_v2")
 
@@ -170,12 +172,15 @@ def run_cell(cell: CellConfig, out: Path, budget: int = BUDGET) -> dict:
                          "change optim.epochs / finetune.epochs")
     if not cell.method.uses_predictions:
         cell = cell.model_copy(update={"optim": cell.optim.model_copy(update={"warmup_epochs": cell.optim.epochs})})
-    histories = {"warmup": engine.run_warmup(cell, data, labels, out / "warmup").history}
+    # A killed cell resumes from its checkpoints; a changed configuration, label file or engine
+    # code starts it afresh (as the DVC stages' fingerprints do).
+    fp = digest(cell.model_dump(mode="json"), ctx.paths.labels, *[CODE_ROOT / name for name in TRAINING_CODE])
+    histories = {"warmup": engine.run_warmup(cell, data, labels, out / "warmup", fingerprint=fp).history}
     checkpoint, before = out / "warmup" / engine.CHECKPOINT, None
     if cell.method.uses_predictions:
-        histories["train"] = engine.run_train(cell, data, labels, checkpoint, out / "train").history
+        histories["train"] = engine.run_train(cell, data, labels, checkpoint, out / "train", fingerprint=fp).history
         histories["finetune"] = engine.run_finetune(cell, data, labels, out / "train" / engine.CHECKPOINT,
-                                                    out / "finetune").history
+                                                    out / "finetune", fingerprint=fp).history
         checkpoint, before = out / "finetune" / engine.CHECKPOINT, histories["train"][-1]["test_top1"]
     metrics = engine.evaluate_checkpoint(cell, data, labels, checkpoint)
     rows = [r for phase in histories.values() for r in phase if r.get("steps")]
@@ -229,6 +234,8 @@ def command_run(args: argparse.Namespace) -> None:
         override = method_override(method)
         cell = make_cell(override, f"{method.replace(':', '-')}-{setting}", args.data, setting)
         log.info("%s at %s: running", method, setting)
+        if args.force:
+            shutil.rmtree(args.dir / cell.name, ignore_errors=True)  # rerun, not resume
         result = run_cell(cell, args.dir / cell.name)
         record = {"method": method, "setting": setting, **result, "switches": switches(override.get("method", {})),
                   "schedule": {k: v for k, v in override.items() if k != "method"}, **provenance()}
@@ -260,7 +267,7 @@ def ablation_variants() -> dict[str, dict]:
 def validation_npz(source: Path, setting: str, cache: Path) -> Path:
     """x_train minus a stratified validation split (clean labels: the noise stage adds noise), and
     the split as the test set, labelled with the setting's noisy labels: what a practitioner has."""
-    target = cache / f"validation-{setting}.npz"
+    target = cache / f"validation-{source.stem}-{setting}-{VALIDATION_FRACTION:g}-seed{VALIDATION_SEED}.npz"
     if target.exists():
         return target
     arrays = dict(np.load(source))
@@ -304,21 +311,32 @@ def command_tune(args: argparse.Namespace) -> None:
             override = TRIALS[trial]
             per_epoch = int(STEPS_PER_EPOCH * args.budget_fraction)
             cell = make_cell(override, f"tune-{trial}-{args.setting}", data, args.setting, per_epoch)
+            if args.force:
+                shutil.rmtree(args.dir / cell.name, ignore_errors=True)
             with mlflow.start_run(run_name=trial, nested=True):
-                mlflow.log_params(flatten(merge(BASE, override)) | {"setting": args.setting,
-                                                                   "steps_per_epoch": per_epoch})
+                mlflow.log_params(flatten(cell.model_dump(mode="json")) | {"setting": args.setting})
                 result = run_cell(cell, args.dir / cell.name, budget=50 * per_epoch)
                 for steps, top1 in result.pop("curve"):
                     mlflow.log_metric("val_top1_curve", top1, step=steps)
-                mlflow.log_metrics({f"val_{k}" if k.startswith("top") or k == "knn" else k: float(v)
-                                    for k, v in result.items() if isinstance(v, int | float)})
+                # Only val_top1 (noisy validation labels) chooses; kNN votes with the clean training
+                # labels and G's quality needs them too: logged as oracle_*, for insight only.
+                mlflow.log_metrics({_tuning_metric(k): float(v) for k, v in result.items()
+                                    if isinstance(v, int | float)})
             line = {"trial": trial, "setting": args.setting, "val_top1": result["top1"], "steps_per_epoch": per_epoch,
                     **{k: result[k] for k in ("top1_before_finetune", "G_size", "G_precision", "G_recall", "steps",
                                               "s_per_step", "wall_s")},
                     "override": override, **provenance()}
-            with results.open("a") as handle:
-                handle.write(json.dumps(line) + "\n")
+            kept = [ln for ln in (results.read_text().splitlines() if results.exists() else [])
+                    if (json.loads(ln)["trial"], json.loads(ln)["setting"]) != (trial, args.setting)]
+            with atomic_path(results) as tmp:
+                Path(tmp).write_text("".join(f"{ln}\n" for ln in [*kept, json.dumps(line)]))
             log.info("trial %s: validation top-1 %.2f", trial, result["top1"])
+
+
+def _tuning_metric(key: str) -> str:
+    if key in ("top1", "top5", "top1_before_finetune"):
+        return f"val_{key}"
+    return f"oracle_{key}" if key == "knn" or key.startswith("G_") else key
 
 
 # -- table and plot -------------------------------------------------------------------------------

@@ -329,6 +329,7 @@ class CellIdentity:
     rate: float | None  # None for real noise (delivered labels, a label file): no rate was injected
     convention: str
     switches: dict[str, bool]
+    seeded: bool = True  # G started from a verified seed (the paper's CIFAR setting)
 
     @property
     def row(self) -> str:
@@ -336,13 +337,15 @@ class CellIdentity:
 
     def as_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "noise": self.noise, "rate": self.rate,
-                "sym_convention": self.convention, "switches": dict(self.switches), "row": self.row}
+                "sym_convention": self.convention, "switches": dict(self.switches), "row": self.row,
+                "seeded": self.seeded}
 
 
 def cell_identity(cell: CellConfig) -> CellIdentity:
     rate = None if cell.noise.real_noise else cell.noise.rate
     return CellIdentity(dataset=cell.data.dataset, noise=cell.noise.kind, rate=rate,
-                        convention=cell.noise.sym_convention, switches=cell.method.switches)
+                        convention=cell.noise.sym_convention, switches=cell.method.switches,
+                        seeded=cell.noise.seeded)
 
 
 def row_name(switches: Mapping[str, bool]) -> str:

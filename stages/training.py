@@ -36,6 +36,7 @@ PHASE_INPUTS = {  # the config sections a phase's result depends on (what its fi
 TRAINING_CODE = (
     "pipeline/method/engine.py", "pipeline/method/models.py", "pipeline/method/augment.py", "pipeline/method/contrastive.py",
     "pipeline/method/losses.py", "pipeline/method/selection.py", "pipeline/method/correction.py", "pipeline/method/evaluate.py",
+    "pipeline/method/outside_g.py",
     "pipeline/data/trace_store.py", "pipeline/data/datasets.py", "pipeline/data/noise.py", "pipeline/runtime.py",
     "pipeline/config.py", "pipeline/errors.py", "pipeline/layout.py", "stages/training.py", "stages/common.py",
 )

@@ -680,7 +680,8 @@ def test_forward_correction_estimates_T_on_the_seed_after_an_all_data_warmup(tmp
     cell = make_cell(method={"warmup_set": "all", "semi_supervised": "forward", "fixmatch_ratio": 0.5},
                      optim={"epochs": 3, "warmup_epochs": 2, "lr_milestones": [3], "batch_size": 16})
     warm = engine.run_warmup(cell, data, verified, tmp_path / "w")
-    assert warm.transition is None and all(r["loss_u"] == 0.0 for r in warm.history)  # G = S while warming up
+    assert warm.transition is None and all(r["loss_u"] == 0.0 for r in warm.history)  # nothing outside G yet
+    assert not warm.in_G[labels.init_G].any() and warm.in_G[~labels.init_G].all()  # GLC: the seed is held out
     trainer = engine.run_train(cell, data, verified, tmp_path / "w" / engine.CHECKPOINT, tmp_path / "t")
     assert trainer.transition is not None and trainer.transition.shape == (K, K)
     torch.testing.assert_close(trainer.transition.sum(1), torch.ones(K))
@@ -720,3 +721,9 @@ def test_removal_patience_spares_a_single_disagreement_and_the_streak_survives_a
     trainer = engine.Trainer(patient, data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, key_encoder=True)
     trainer.restore(state)
     np.testing.assert_array_equal(trainer.disagree_streak, streak)
+
+
+def test_forward_correction_without_a_verified_seed_is_a_user_error(tmp_path, data, labels) -> None:
+    cell = make_cell(method={"warmup_set": "all", "semi_supervised": "forward"})
+    with pytest.raises(UserError, match="no verified seed|has none"):
+        engine.run_warmup(cell, data, labels, tmp_path)  # the fixture's labels are not a verified seed

@@ -221,6 +221,7 @@ class Trainer:
         self.epoch = 0  # finished epochs of the current phase's global schedule
         self.in_G = labels.init_G.copy()
         self.labels = labels.given.copy()
+        self.given = labels.given  # the labels as delivered: what forward correction learns through T
         self.soft = init_soft_labels(labels.given, data.num_classes)
         self.transition: torch.Tensor | None = None  # p(noisy | clean), for forward correction
         self.disagree_streak = np.zeros(n, dtype=np.int64)  # selection rounds in a row with ŷ != label
@@ -271,8 +272,10 @@ class Trainer:
                   semi: bool = False) -> dict:
         """One epoch on G at `lr` with L = L_CE (mixup) + lambda * L_LCL (Eq. 5, 4, 6): a pass
         over G, or the steps `iters` asks for (see `epoch_order`); the epoch counter moves on
-        by one. With `semi` and `method.semi_supervised` set, each step adds FixMatch's loss on
-        a batch from outside G. Randomness is re-seeded from (seed, seed_epoch)."""
+        by one. With `semi` and `method.semi_supervised` set, each step adds a loss on a batch
+        from outside G (FixMatch's, or the forward-corrected one); the warm-up passes `semi` too,
+        so FixMatch on a verified seed is semi-supervised learning from the first epoch.
+        Randomness is re-seeded from (seed, seed_epoch)."""
         self.set_lr(lr)
         generator = seeded_generator(self.cell.runtime.seed, seed_epoch)
         start = time.perf_counter()
@@ -303,7 +306,7 @@ class Trainer:
                     unlabelled=None) -> dict:
         """Train on `positions` in batches: shuffled by the loader with `generator`, or, with
         no generator, in the order given (an order `epoch_order` drew). `unlabelled` yields one
-        FixMatch batch ((weak, strong), positions) per step."""
+        batch ((weak, strong), positions) from outside G per step."""
         self.model.train()
         labels = torch.as_tensor(self.labels)
         loader = self.place.loader(self.data.train, transform, positions, batch_size, shuffle=generator is not None,
@@ -329,8 +332,8 @@ class Trainer:
             "train_acc": 100.0 * sums["correct"] / seen, "train_samples": int(seen), "steps": steps}
 
     def _unlabelled_batches(self, batch_size: int, generator: torch.Generator):
-        """An endless stream of FixMatch batches from outside G (shuffled passes); None when
-        FixMatch is off or fewer samples than one batch lie outside G."""
+        """An endless stream of batches from outside G (shuffled passes) for `semi_supervised`;
+        None when it is off, or fewer samples than one batch lie outside G."""
         m = self.cell.method
         outside = np.flatnonzero(~self.in_G)
         size = max(int(round(m.fixmatch_ratio * batch_size)), 2)
@@ -373,7 +376,7 @@ class Trainer:
             if weak_probs is not None:
                 loss_u, share = fixmatch_loss(logits[b:], weak_probs, self.cell.method.fixmatch_threshold)
             elif pair is not None:
-                given = torch.as_tensor(self.labels)[outside].to(self.device)
+                given = torch.as_tensor(self.given[outside.numpy()]).to(self.device)
                 loss_u, share = forward_corrected_loss(logits[b:], given, self.transition), 1.0
         m = self.cell.method
         loss = loss_ce + m.lambda_lcl * loss_lcl + m.fixmatch_lambda * loss_u
@@ -538,8 +541,12 @@ def run_warmup(cell: CellConfig, data: Dataset, labels: TrainingLabels, out_dir:
     m, o = cell.method, cell.optim
     trainer = Trainer(cell, data, labels, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
                       key_encoder=m.needs_key_encoder)
+    _check_labels_fit(cell, labels)
     if m.keeps_all or m.warmup_set == "all":
         trainer.include_all()  # G = S from the start (update_confidence_set keeps it so)
+        if m.semi_supervised == "forward":
+            # GLC: T is read off the seed, so the noisy-label model must not have fitted it.
+            trainer.set_confidence_set(~labels.init_G)
     _resume_point(trainer, out_dir, "warmup", fingerprint)
     views = _train_transform(cell, data)
     with Progress(show_bar(cell.runtime), f"{cell.name} warm-up", o.warmup_epochs, trainer.epoch) as progress:
@@ -550,6 +557,12 @@ def run_warmup(cell: CellConfig, data: Dataset, labels: TrainingLabels, out_dir:
     if not (out_dir / CHECKPOINT).exists():  # T_P = 0: the untrained model is the warm-up result
         trainer.save(out_dir / CHECKPOINT, "warmup", fingerprint)
     return trainer
+
+
+def _check_labels_fit(cell: CellConfig, labels: TrainingLabels) -> None:
+    if cell.method.semi_supervised == "forward" and not labels.verified:
+        raise UserError("method.semi_supervised 'forward' estimates its transition matrix on the verified seed, and "
+                        "this run has none (noise.init all, real noise or your own labels); use 'fixmatch' or 'none'")
 
 
 def _train_transform(cell: CellConfig, data: Dataset):
@@ -580,6 +593,7 @@ def run_train(cell: CellConfig, data: Dataset, labels: TrainingLabels, warmup_ch
     trainer = Trainer(cell, data, labels, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
                       key_encoder=m.needs_key_encoder)
     traces = out_dir / "epochs"
+    _check_labels_fit(cell, labels)
     _warn_if_correction_cannot_flip(cell)
     if not _resume_point(trainer, out_dir, "train", fingerprint):
         trainer.load(Path(warmup_checkpoint))  # warm-up's optimizer, queue and epoch count carry on
