@@ -158,10 +158,30 @@ def make_cell(sections: dict, name: str, data_path: Path, setting: str, steps_pe
     return resolve_cell(parse_params({**{k: raw[k] for k in raw}, "runs": {name: {}}}, "protocol v2"), name)
 
 
+class WallClock:
+    """Seconds a cell has run, summed over the processes that ran it: a cell killed (say, at
+    the end of a session) and resumed from its checkpoints reports its whole wall time, not
+    the last process's. The total is saved after every epoch, beside the checkpoints."""
+
+    def __init__(self, out: Path) -> None:
+        self.file = out / "wall_seconds.json"
+        self.before = json.loads(self.file.read_text())["seconds"] if self.file.exists() else 0.0
+        self.started = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self.started
+
+    def save(self, _record: dict | None = None) -> None:
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.file) as tmp:
+            Path(tmp).write_text(json.dumps({"seconds": self.seconds}))
+
+
 def run_cell(cell: CellConfig, out: Path, budget: int = BUDGET) -> dict:
     """Noise, warm-up, MTaDCS epochs, fine-tune and evaluation as the stages run them, with the
     steps counted and checked against the budget; the CE cell is one plain phase."""
-    started = time.perf_counter()
+    clock = WallClock(out)
     ctx = StageContext(out, cell, CellPaths(out, cell.name))
     noise_stage.run(ctx)
     data = load_data(ctx)
@@ -175,12 +195,14 @@ def run_cell(cell: CellConfig, out: Path, budget: int = BUDGET) -> dict:
     # A killed cell resumes from its checkpoints; a changed configuration, label file or engine
     # code starts it afresh (as the DVC stages' fingerprints do).
     fp = digest(cell.model_dump(mode="json"), ctx.paths.labels, *[CODE_ROOT / name for name in TRAINING_CODE])
-    histories = {"warmup": engine.run_warmup(cell, data, labels, out / "warmup", fingerprint=fp).history}
+    histories = {"warmup": engine.run_warmup(cell, data, labels, out / "warmup", fingerprint=fp,
+                                             on_epoch=clock.save).history}
     checkpoint, before = out / "warmup" / engine.CHECKPOINT, None
     if cell.method.uses_predictions:
-        histories["train"] = engine.run_train(cell, data, labels, checkpoint, out / "train", fingerprint=fp).history
+        histories["train"] = engine.run_train(cell, data, labels, checkpoint, out / "train", fingerprint=fp,
+                                              on_epoch=clock.save).history
         histories["finetune"] = engine.run_finetune(cell, data, labels, out / "train" / engine.CHECKPOINT,
-                                                    out / "finetune", fingerprint=fp).history
+                                                    out / "finetune", fingerprint=fp, on_epoch=clock.save).history
         checkpoint, before = out / "finetune" / engine.CHECKPOINT, histories["train"][-1]["test_top1"]
     metrics = engine.evaluate_checkpoint(cell, data, labels, checkpoint)
     rows = [r for phase in histories.values() for r in phase if r.get("steps")]
@@ -196,7 +218,7 @@ def run_cell(cell: CellConfig, out: Path, budget: int = BUDGET) -> dict:
     return {"top1": metrics["test/top1"], "top5": metrics["test/top5"], "knn": metrics["test/knn"],
             "top1_before_finetune": before, "G_size": G["size"], "G_precision": G.get("precision"),
             "G_recall": G.get("recall"), "G_min_class_recall": G.get("min_class_recall"), "steps": steps, "s_per_step": train_seconds / steps,
-            "wall_s": time.perf_counter() - started, "curve": curve}
+            "wall_s": clock.seconds, "curve": curve}
 
 
 # -- results --------------------------------------------------------------------------------------

@@ -85,3 +85,11 @@ def test_table_reports_gaps_wall_ratio_and_missed_targets(bench, tmp_path, monke
     monkeypatch.setattr(bench, "RESULTS", tmp_path / "protocol_v2")
     bench.write_table(records)
     assert (tmp_path / "protocol_v2.png").stat().st_size > 0 and (tmp_path / "protocol_v2.md").exists()
+
+
+def test_wall_clock_adds_up_the_processes_that_ran_a_cell(bench, tmp_path) -> None:
+    first = bench.WallClock(tmp_path)
+    first.before = 100.0  # as if it had run 100 s already
+    first.save()
+    second = bench.WallClock(tmp_path)  # a resumed process
+    assert 100.0 <= second.seconds < 110.0
