@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import hashlib
 import json
 import logging
 import os
@@ -236,8 +237,8 @@ def save_records(path: Path, records: list[dict]) -> None:
 def provenance() -> dict:
     commit = subprocess.run(["git", "-C", str(PROJECT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(PROJECT), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(PROJECT), "status", "--porcelain", "--untracked-files=no", "--", ".",
+                            ":!benchmarks/results"], capture_output=True, text=True).stdout.strip()
     return {"command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
             "commit": commit + ("+dirty" if dirty else ""), "machine": machine(),
             "date": datetime.date.today().isoformat()}
@@ -255,16 +256,29 @@ def command_run(args: argparse.Namespace) -> None:
             continue
         override = method_override(method)
         cell = make_cell(override, f"{method.replace(':', '-')}-{setting}", args.data, setting)
+        same = next((r for r in records if r["setting"] == setting and r.get("config_id") == config_id(cell)), None)
+        if same is not None and not args.force:  # e.g. the best switch set is the paper's: one run serves both
+            log.info("%s at %s: the same configuration as %s, its result reused", method, setting, same["method"])
+            save_records(path, [*records, same | {"method": method, "same_run_as": same["method"]}])
+            write_table(load_records(path))
+            continue
         log.info("%s at %s: running", method, setting)
         if args.force:
             shutil.rmtree(args.dir / cell.name, ignore_errors=True)  # rerun, not resume
         result = run_cell(cell, args.dir / cell.name)
-        record = {"method": method, "setting": setting, **result, "switches": switches(override.get("method", {})),
+        record = {"method": method, "setting": setting, "config_id": config_id(cell), **result,
+                  "switches": switches(override.get("method", {})),
                   "schedule": {k: v for k, v in override.items() if k != "method"}, **provenance()}
         records = [r for r in load_records(path) if not (r["method"] == method and r["setting"] == setting)]
         save_records(path, [*records, record])
         log.info("%s at %s: top-1 %.2f in %.0f s", method, setting, result["top1"], result["wall_s"])
         write_table(load_records(path))
+
+
+def config_id(cell: CellConfig) -> str:
+    """What a cell computes, whatever its name: two methods with one configuration share a run."""
+    text = json.dumps(cell.model_dump(mode="json", exclude={"name"}), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def method_override(method: str) -> dict:

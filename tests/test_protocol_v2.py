@@ -93,3 +93,20 @@ def test_wall_clock_adds_up_the_processes_that_ran_a_cell(bench, tmp_path) -> No
     first.save()
     second = bench.WallClock(tmp_path)  # a resumed process
     assert 100.0 <= second.seconds < 110.0
+
+
+def test_a_method_with_the_configuration_of_a_finished_cell_reuses_its_run(bench, npz, tmp_path,
+                                                                          monkeypatch) -> None:
+    monkeypatch.setattr(bench, "RESULTS", tmp_path / "protocol_v2")
+    monkeypatch.setattr(bench, "BEST", {})  # the tuning picked the paper's switches
+    monkeypatch.setitem(bench.METHODS, "mtadcs-best", {})
+    monkeypatch.setattr(bench, "run_cell", lambda *a, **k: pytest.fail("ran a configuration already run"))
+    paper = bench.make_cell(bench.PAPER, "mtadcs-paper-sym50", npz, "sym50")
+    bench.save_records(tmp_path / "protocol_v2.json", [_record("mtadcs-paper", "sym50", 40.0, 10.0)
+                                                       | {"config_id": bench.config_id(paper)}])
+    args = type("Args", (), {"methods": ["mtadcs-best"], "settings": ["sym50"], "ablation": False, "force": False,
+                             "data": npz, "dir": tmp_path})()
+    bench.command_run(args)
+    records = bench.load_records(tmp_path / "protocol_v2.json")
+    assert [(r["method"], r.get("same_run_as")) for r in records] == [("mtadcs-paper", None),
+                                                                      ("mtadcs-best", "mtadcs-paper")]
