@@ -91,8 +91,10 @@ CE = {"optim": {"epochs": 50, "warmup_epochs": 50, "lr_milestones": [45]},
       "method": {"lof": False, "confidence_set": False, "removal": False, "contrastive": False, "mixup": False,
                  "label_correction": False}}
 PAPER: dict = {}  # the paper's switches and values (params.yaml defaults), on the shared schedule
-# The switch set the tuning on the validation split picked (benchmarks/results/protocol_v2_tuning.jsonl).
-BEST = {"method": {"warmup_set": "all", "selection_model": "ema"}}
+# The switch set the tuning on the validation split picked (benchmarks/results/protocol_v2_tuning.jsonl):
+# of the trials run at sym 50 %, the paper's switches scored 27.7 % validation top-1 and
+# fixmatch-ema 24.8 %, so the best set is the paper's (and its cells are the paper row's run).
+BEST: dict = {}
 # No verified seed (issue 17): G starts as all of S, as for a user's own labels.
 SEEDLESS = {"noise": {"init": "all"}, "method": {"removal_patience": 3, "min_class_keep": 0.5,
                                                    "selection_model": "ema"}}
