@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import functools
 import hashlib
 import json
 import logging
@@ -236,7 +237,10 @@ def save_records(path: Path, records: list[dict]) -> None:
         Path(tmp).write_text(json.dumps(records, indent=1) + "\n")
 
 
+@functools.cache
 def provenance() -> dict:
+    """Command, code commit, machine and date, taken once when the process starts its first cell:
+    the code a long run executes is what it imported, whatever is committed while it runs."""
     commit = subprocess.run(["git", "-C", str(PROJECT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(PROJECT), "status", "--porcelain", "--untracked-files=no", "--", ".",
@@ -251,6 +255,7 @@ def command_run(args: argparse.Namespace) -> None:
     wanted = [(m, s) for m, s in CELLS if m in args.methods and s in args.settings]
     if args.ablation:
         wanted += [(f"ablation:{name}", "sym50") for name in ablation_variants()]
+    provenance()
     for method, setting in wanted:
         records = load_records(path)
         if any(r["method"] == method and r["setting"] == setting for r in records) and not args.force:
@@ -333,6 +338,7 @@ def command_tune(args: argparse.Namespace) -> None:
     results = RESULTS.parent / "protocol_v2_tuning.jsonl"
     done = {(r["trial"], r["setting"]) for r in map(json.loads, results.read_text().splitlines())} \
         if results.exists() else set()
+    provenance()
     data = validation_npz(args.data, args.setting, args.dir)
     mlflow.set_tracking_uri(args.mlflow_uri or f"sqlite:///{(args.dir / 'mlflow.db').resolve()}")
     mlflow.set_experiment("mtadcs-protocol-v2-tuning")
