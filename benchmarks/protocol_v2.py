@@ -419,7 +419,8 @@ def markdown(records: list[dict]) -> str:
     ce_top1 = {r["setting"]: r["top1"] for r in records if r["method"] == "ce"}
     for r in ordered:
         ratio = r["wall_s"] / ce_wall[r["setting"]] if r["setting"] in ce_wall else None
-        lines.append(f"| {r['setting']} | {r['method']} | " + " | ".join(_fmt(r.get(c)) for c in COLUMNS)
+        cells = [f"{r['s_per_step']:.2f}" if c == "s_per_step" else _fmt(r.get(c)) for c in COLUMNS]
+        lines.append(f"| {r['setting']} | {r['method']} | " + " | ".join(cells)
                      + f" | {_fmt(ratio)} | {r['commit']} |")
     for title, method, targets in (("issue 12: best switch set against CE", "mtadcs-best", TARGETS),
                                    ("issue 17: no verified seed, against CE", "mtadcs-seedless", SEEDLESS_TARGETS)):
@@ -450,10 +451,14 @@ def plot(records: list[dict], path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(SETTINGS), figsize=(4.2 * len(SETTINGS), 3.4), sharey=True)
     for ax, setting in zip(axes, SETTINGS, strict=True):
-        for r in records:
-            if r["setting"] == setting and not r["method"].startswith("ablation:") and r.get("curve"):
-                steps, top1 = zip(*r["curve"], strict=True)
-                ax.plot(steps, top1, label=f"{r['method']} ({r['top1']:.1f})")
+        shown = [r for r in records if r["setting"] == setting and not r["method"].startswith("ablation:")
+                 and r.get("curve")]
+        for r in shown:
+            if r.get("same_run_as"):
+                continue  # one run, one line: its label names every method it serves
+            also = [o["method"] for o in shown if o.get("same_run_as") == r["method"]]
+            steps, top1 = zip(*r["curve"], strict=True)
+            ax.plot(steps, top1, label=" = ".join([r["method"], *also]) + f" ({r['top1']:.1f})")
         ax.set_title(setting)
         ax.set_xlabel("optimizer steps")
         ax.grid(alpha=0.3)
