@@ -21,6 +21,7 @@ rows) skip the extraction and write no trace.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -321,9 +322,8 @@ class Trainer:
             losses = self._step(self.place.input(query_view), key_view, y, pos, mixup_alpha, contrastive, pair)
             sums["steps"] += 1
             n = len(pos)
-            for name in ("loss", "loss_ce", "loss_lcl", "loss_u"):
+            for name in ("loss", "loss_ce", "loss_lcl", "loss_u", "pseudo_labelled"):
                 sums[name] += losses[name] * n
-            sums["pseudo_labelled"] += losses["pseudo_labelled"] * n
             sums["correct"] += losses["correct"]
             sums["seen"] += n
             progress.batch_done()
@@ -340,13 +340,13 @@ class Trainer:
         if m.semi_supervised == "none" or len(outside) < size:
             return None
         if m.semi_supervised == "forward" and self.transition is None:
-            return None  # still warming up on all of S: nothing is outside G yet
+            return None  # T comes from the warm-up's model: no correction until the warm-up ends
         views = augment.weak_strong_views(self.data.image_size, self.data.mean, self.data.std,
                                           num_ops=m.randaugment_ops, magnitude=m.randaugment_magnitude)
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
 
         def stream():
-            for round_ in range(1_000_000):
+            for round_ in itertools.count():
                 loader = self.place.loader(self.data.train, views, outside, size, shuffle=True,
                                            generator=torch.Generator().manual_seed(seed + round_), drop_last=True)
                 yield from loader
