@@ -28,6 +28,16 @@ class CellPaths:
         return self.root / "metrics" / f"{self.cell}.json"
 
     @property
+    def label_issues(self) -> Path:
+        """Ranked label issues, one row per training sample (Parquet; a CSV copy beside it)."""
+        return self.root / "data" / "issues" / f"{self.cell}.parquet"
+
+    @property
+    def label_issues_metrics(self) -> Path:
+        """Issue-detection quality against the clean labels, where they are known."""
+        return self.root / "metrics" / "label_issues" / f"{self.cell}.json"
+
+    @property
     def plots(self) -> Path:
         """Per-epoch history of every phase, one CSV per cell (a DVC plot)."""
         return self.root / "plots" / f"{self.cell}.csv"

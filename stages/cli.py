@@ -72,6 +72,23 @@ def evaluate(cell: str = CELL, params: Path = PARAMS, root: Path = ROOT) -> None
     stage.run(_context(root, params, cell))
 
 
+@app.command("label-issues")
+def label_issues(
+    cell: str = CELL, params: Path = PARAMS, root: Path = ROOT,
+    top: int = typer.Option(20, "--top", "-n", min=0, help="How many of the highest-ranked issues to print."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Also write the whole ranked table here (.csv or .parquet)."),
+    cleaned: Path | None = typer.Option(None, "--cleaned", help="Write a cleaned label CSV (index,label) here."),
+    min_confidence: float = typer.Option(0.9, min=0.0, max=1.0,
+                                         help="--cleaned relabels a flagged sample only this confidently; else drops it."),
+    rebuild: bool = typer.Option(False, help="Recompute data/issues/<cell>.parquet even if it exists."),
+) -> None:
+    """Ranked label issues of a finished cell: given vs suggested label, issue score (flag at >= 0.5)."""
+    from stages import label_issues as stage
+
+    ctx = _context(root, params, cell)
+    typer.echo(stage.show(ctx, top=top, out=out, cleaned=cleaned, min_confidence=min_confidence, rebuild=rebuild))
+
+
 @app.command()
 def report(params: Path = PARAMS, root: Path = ROOT) -> None:
     """The paper's tables and figures beside our numbers → reports/."""

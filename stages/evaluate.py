@@ -1,5 +1,6 @@
 """evaluate stage: top-1, top-5 and kNN of the model after the MTaDCS epochs (Tables 1, 3) and
-after fine-tuning (Table 2a) → metrics/<cell>.json, plus the per-epoch history as a DVC plot."""
+after fine-tuning (Table 2a) → metrics/<cell>.json, plus the per-epoch history as a DVC plot and
+the ranked label issues (stages/label_issues.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pipeline.method import engine
 from pipeline.method.engine import CHECKPOINT
 from pipeline.method.selection import confidence_set_quality, per_class_recall
 from pipeline.runtime import atomic_path
+from stages import label_issues
 from stages.common import NOT_RUN, StageContext, is_not_run, load_data, load_labels, stage_run, write_json
 
 
@@ -20,7 +22,9 @@ def run(ctx: StageContext) -> None:
     cell, paths = ctx.cell, ctx.paths
     summary = {"cell": cell.name} | cell_identity(cell).as_dict()
     if ctx.skip_reason or is_not_run(paths.stage_dir("train")):
-        write_json(paths.metrics, summary | {"status": NOT_RUN, "reason": ctx.skip_reason or "train did not run"})
+        reason = ctx.skip_reason or "train did not run"
+        write_json(paths.metrics, summary | {"status": NOT_RUN, "reason": reason})
+        label_issues.write_not_run(ctx, reason)
         write_history_plot(ctx)
         return
     data = load_data(ctx)
@@ -36,11 +40,13 @@ def run(ctx: StageContext) -> None:
     metrics["G"] = final_confidence_set(train_ckpt, labels)
     write_json(paths.metrics, metrics)
     write_history_plot(ctx)
+    issue_metrics = label_issues.write(ctx, data, labels)
     with stage_run(ctx, "evaluate") as tracker:
-        flat = flatten(metrics)
+        flat = flatten(metrics) | issue_metrics
         tracker.log_metrics(flat)
         tracker.log_parent_metrics(flat)
         tracker.log_artifact(paths.metrics, "metrics")
+        tracker.log_artifact(paths.label_issues.with_suffix(".csv"), "label_issues")
         if cell.tracking.log_model:
             final = paths.stage_dir("finetune" if cell.finetune.epochs > 0 else "train") / CHECKPOINT
             tracker.log_artifact(final, "model")

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -75,6 +76,9 @@ def test_first_repro_runs_every_stage_and_writes_all_outputs(ws: Path) -> None:
     for name in ("report.md", "table1.csv", "table3.csv", "fig5a.png", "fig5b.png"):
         assert (ws / "reports" / name).stat().st_size > 0
     assert "t-full" in dvc(ws, "metrics", "show")
+    issues = json.loads((ws / "metrics" / "label_issues" / "t-full.json").read_text())
+    assert issues["samples"] == len(pd.read_csv(ws / "data" / "issues" / "t-full.csv")) and 0 <= issues["f1"] <= 100
+    assert "## Label issues" in (ws / "reports" / "report.md").read_text()
 
 
 def test_mlflow_holds_one_parent_per_cell_with_tags_and_nested_stages(ws: Path) -> None:
@@ -84,6 +88,7 @@ def test_mlflow_holds_one_parent_per_cell_with_tags_and_nested_stages(ws: Path) 
     full = parents[parents["tags.mtadcs.cell"] == "t-full"].iloc[0]
     assert full["tags.dataset"] == "digits" and full["tags.noise"] == "sym" and full["tags.rate"] == "0.5"
     assert full["tags.git_commit"] not in ("", "unknown") and "metrics.train/test/top1" in parents.columns
+    assert 0 <= full["metrics.label_issues/precision"] <= 100
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)

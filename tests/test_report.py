@@ -441,7 +441,7 @@ def test_write_report_writes_every_file(written):
     out, paths = written
     names = {p.relative_to(out).as_posix() for p in paths}
     assert names == {"report.md", "table1.csv", "table2a.csv", "table2b.csv", "table3.csv", "project.csv",
-                     "cells.csv", "fig4.png", "fig5a.png", "fig5b.png", "plots/fig4.csv", "plots/fig5a.csv",
+                     "cells.csv", "label_issues.csv", "fig4.png", "fig5a.png", "fig5b.png", "plots/fig4.csv", "plots/fig5a.csv",
                      "plots/fig5b.csv", "plots/fig5b_counts.csv"}
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
     for name in ("fig4.png", "fig5a.png", "fig5b.png"):
@@ -488,3 +488,17 @@ def test_figures_skipped_when_their_cells_did_not_run(tmp_path):
     assert (tmp_path / "r" / "fig5b.png").read_bytes()[:8] == PNG_MAGIC  # the PNG stating why, for DVC
     assert all(p.exists() for p in paths)
     assert pd.read_csv(tmp_path / "r" / "plots" / "fig5b.csv").columns[0] == "epoch"  # header only
+
+
+def test_label_issue_quality_is_tabled_per_cell_and_a_cell_without_it_is_not_run(tmp_path):
+    import json
+
+    from pipeline.report.tables import label_issues_table
+
+    (tmp_path / "label_issues").mkdir()
+    (tmp_path / "label_issues" / "a.json").write_text(json.dumps(
+        {"status": "done", "flagged": 40, "noisy": 50, "precision": 90.0, "recall": 72.0, "f1": 80.0,
+         "suggested_accuracy": 61.5}))
+    table = label_issues_table(tmp_path, ["a", "b"]).set_index("cell")
+    assert table.loc["a", "f1"] == 80.0 and table.loc["a", "flagged"] == 40
+    assert table.loc["b", "status"] == "not run" and np.isnan(table.loc["b", "precision"])

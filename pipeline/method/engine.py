@@ -755,9 +755,7 @@ def evaluate_checkpoint(cell: CellConfig, data: Dataset, labels: TrainingLabels,
         raise UserError("evaluate.knn_labels is 'clean' but this dataset has no clean labels; use 'auto' or 'current'")
     state = load_checkpoint(checkpoint)
     place = Placement.for_runtime(cell.runtime)
-    model = build_model(cell.model.arch, data.num_classes, width=cell.model.width, proj_dim=cell.model.proj_dim)
-    model.load_state_dict(state["model"])
-    model = place.module(model)
+    model = _checkpoint_model(cell, data, state, place)
     batch = cell.runtime.eval_batch_size
     train = extract(model, data.train, data, place, batch)
     use_clean = labels.clean is not None and e.knn_labels in ("auto", "clean")
@@ -773,3 +771,17 @@ def evaluate_checkpoint(cell: CellConfig, data: Dataset, labels: TrainingLabels,
                 torch.as_tensor(train.features), torch.as_tensor(vote_labels), torch.as_tensor(out.features),
                 targets, data.num_classes, k=e.knn_k, temperature=e.knn_temperature)
     return metrics
+
+
+def train_probabilities(cell: CellConfig, data: Dataset, checkpoint: str | Path) -> np.ndarray:
+    """The checkpoint's softmax on every training image (no augmentation), float32 (N, K)."""
+    place = Placement.for_runtime(cell.runtime)
+    model = _checkpoint_model(cell, data, load_checkpoint(checkpoint), place)
+    out = extract(model, data.train, data, place, cell.runtime.eval_batch_size)
+    return torch.softmax(out.logits, dim=1).numpy()
+
+
+def _checkpoint_model(cell: CellConfig, data: Dataset, state: dict, place: Placement) -> torch.nn.Module:
+    model = build_model(cell.model.arch, data.num_classes, width=cell.model.width, proj_dim=cell.model.proj_dim)
+    model.load_state_dict(state["model"])
+    return place.module(model)

@@ -88,6 +88,17 @@ def _cells_markdown(project: pd.DataFrame, every: pd.DataFrame) -> str:
     return "\n".join(parts)
 
 
+def _label_issues_markdown(frame: pd.DataFrame) -> str:
+    return "\n".join([
+        "## Label issues", "",
+        "Per cell, `data/issues/<cell>.parquet` (and .csv) ranks every training sample by its issue score; "
+        "`mtadcs label-issues --cell <cell>` prints the top of it. Flagged: score >= 0.5, the samples the run's "
+        "final confidence set did not keep under their given label. Where the clean labels are known: "
+        "precision, recall and F1 (%) of the flag against \"the given label is wrong\", and the accuracy (%) "
+        "of the suggested labels on the flagged samples.", "",
+        markdown_table(frame), ""])
+
+
 def _figures_markdown(figs: DrawnFigures) -> str:
     parts = ["## Figures", ""]
     for name, title in FIGURE_TITLES.items():
@@ -131,6 +142,7 @@ def render_markdown(cells: Mapping[str, CellResult], frames: Mapping[str, pd.Dat
     """report.md: `frames` holds the paper tables by name plus "project" and "cells"."""
     parts = ["# MTaDCS: this project's results beside the paper's", "", _summary(cells), ""]
     parts += [_table_markdown(*TABLE_TEXT[t], frames[t]) for t in TABLES]
-    parts += [_cells_markdown(frames["project"], frames["cells"]), _figures_markdown(figs),
+    parts += [_cells_markdown(frames["project"], frames["cells"]), _label_issues_markdown(frames["label_issues"]),
+              _figures_markdown(figs),
               "## Settings", "", settings_markdown(settings), ""]
     return "\n".join(parts)

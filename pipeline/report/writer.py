@@ -13,7 +13,7 @@ from pipeline.report.figure_cells import FigureCells, default_figure_cells
 from pipeline.report.figure_outputs import draw_figures, dvc_plot_data
 from pipeline.report.inputs import load_cells, load_paper_tables
 from pipeline.report.markdown import render_markdown
-from pipeline.report.tables import cells_table, paper_tables, project_table
+from pipeline.report.tables import cells_table, label_issues_table, paper_tables, project_table
 from pipeline.runtime import atomic_path, write_text_atomic
 
 
@@ -27,7 +27,7 @@ def write_report(metrics_dir: str | Path, identities: Mapping[str, CellIdentity]
                  traces_for: Mapping[str, Path], labels_for: Mapping[str, Path],
                  histories_for: Mapping[str, Path] | None = None, settings: Any = None,
                  figures: FigureCells | None = None, figure_cell: str | None = None) -> list[Path]:
-    """Write report.md, table1/2a/2b/3.csv, project.csv, cells.csv, fig4/5a/5b.png and
+    """Write report.md, table1/2a/2b/3.csv, project.csv, cells.csv, label_issues.csv, fig4/5a/5b.png and
     plots/*.csv into `out_dir`; return the paths written.
 
     `identities`: every configured cell, in params.yaml's order, → what it is (resolved from
@@ -41,7 +41,8 @@ def write_report(metrics_dir: str | Path, identities: Mapping[str, CellIdentity]
     out = Path(out_dir)
     paper = load_paper_tables()
     cells = load_cells(metrics_dir, identities)
-    frames = {**paper_tables(cells, paper), "project": project_table(cells, paper), "cells": cells_table(cells, paper)}
+    frames = {**paper_tables(cells, paper), "project": project_table(cells, paper), "cells": cells_table(cells, paper),
+              "label_issues": label_issues_table(metrics_dir, list(identities))}
     written = [_write_csv(frame, out / f"{name}.csv") for name, frame in frames.items()]
     chosen = figures or default_figure_cells(cells, figure_cell)
     figs = draw_figures(chosen, cells, out, traces_for, labels_for, histories_for or {})

@@ -1,0 +1,136 @@
+"""Ranked label issues from one MTaDCS run: which given labels look wrong, and what they should be.
+
+Everything here is a by-product of the run (no extra training): the final confidence set G and
+the current (Eq. 7-corrected) labels from the train checkpoint, the final model's class
+probabilities on the training images, and the per-epoch traces.
+
+The issue score of a sample with given label y is
+
+    score = ½ · [the run ended with the sample outside G, or relabelled]  +  ½ · (1 − p(y | x))
+
+where p is the final model's softmax. The first half is MTaDCS's own verdict: its last
+selection (LOF on the class's features, removal by prediction) did not keep the sample
+under its given label. The second half orders samples within each verdict by how strongly
+the final model disagrees with the label. So the score lies in [0, 1], every sample G rejected
+ranks above every sample G kept, and the recommended cut is `score >= 0.5`
+(`is_issue`): exactly the samples the run did not keep under their given label.
+
+For a run without a confidence set (cross-entropy: every sample always in G) the verdict is
+uninformative and the score is 1 − p(y | x) alone, with the same cut: the model gives the given
+label less than even odds.
+
+The suggested label is the corrected label where Eq. 7 relabelled the sample, else the final
+model's prediction; `suggestion_confidence` is the model's probability of it, so a user can
+accept only confident suggestions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+ISSUE_CUT = 0.5  # the recommended threshold on `issue_score` (see the module docstring)
+
+
+def trace_summary(traces: pd.DataFrame, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per training sample (in the order of `index`, the split's own ids): the share of traced
+    epochs it spent in G, and its LOF score at the last epoch that scored it (NaN if none).
+    `traces` is `trace_store.read_traces(...)` with columns index, in_G, lof_score, epoch."""
+    n = len(index)
+    if traces.empty:
+        return np.full(n, np.nan), np.full(n, np.nan)
+    row = pd.Series(np.arange(n), index=np.asarray(index))
+    rows = row.loc[traces["index"].to_numpy()].to_numpy()
+    share = np.bincount(rows, weights=traces["in_G"].to_numpy(dtype=float), minlength=n) / np.bincount(rows, minlength=n)
+    scored = traces.assign(row=rows).dropna(subset=["lof_score"]).sort_values("epoch", kind="stable")
+    last = scored.drop_duplicates("row", keep="last")
+    last_lof = np.full(n, np.nan)
+    last_lof[last["row"].to_numpy()] = last["lof_score"].to_numpy(dtype=float)
+    return share, last_lof
+
+
+def find_label_issues(
+    given: np.ndarray,
+    current: np.ndarray,
+    in_G: np.ndarray,
+    probs: np.ndarray,
+    *,
+    index: np.ndarray | None = None,
+    uses_confidence_set: bool = True,
+    share_in_G: np.ndarray | None = None,
+    last_lof: np.ndarray | None = None,
+    clean: np.ndarray | None = None,
+    paths: list[str] | None = None,
+) -> pd.DataFrame:
+    """One row per training sample, ranked by `issue_score` (highest first).
+
+    given, current: int (N,) given and current (corrected) labels; in_G: bool (N,) the final G;
+    probs: float (N, K) the final model's softmax on the training images (no augmentation).
+    Optional columns: the dataset's own `index`, the trace summaries, the `clean` labels (for
+    simulated noise: adds clean_label and is_noisy) and image `paths` (for folder datasets).
+    """
+    given, current = np.asarray(given, dtype=np.int64), np.asarray(current, dtype=np.int64)
+    in_G, probs = np.asarray(in_G, dtype=bool), np.asarray(probs, dtype=np.float64)
+    n = len(given)
+    if probs.shape[0] != n or current.shape != (n,) or in_G.shape != (n,):
+        raise ValueError(f"label issues: {n} given labels but probs {probs.shape}, current {current.shape}, "
+                         f"in_G {in_G.shape}")
+    rows = np.arange(n)
+    p_given = probs[rows, given]
+    relabelled = current != given
+    rejected = ~in_G | relabelled
+    score = 1.0 - p_given
+    if uses_confidence_set:
+        score = 0.5 * rejected + 0.5 * score
+    suggested = np.where(relabelled, current, probs.argmax(1))
+    frame = pd.DataFrame({
+        "index": np.arange(n) if index is None else np.asarray(index),
+        "given_label": given,
+        "suggested_label": suggested,
+        "issue_score": score,
+        "is_issue": score >= ISSUE_CUT,
+        "p_given": p_given,
+        "suggestion_confidence": probs[rows, suggested],
+        "in_final_G": in_G,
+        "relabelled": relabelled,
+        "share_epochs_in_G": np.full(n, np.nan) if share_in_G is None else share_in_G,
+        "last_lof_score": np.full(n, np.nan) if last_lof is None else last_lof,
+    })
+    if clean is not None:
+        frame["clean_label"] = np.asarray(clean, dtype=np.int64)
+        frame["is_noisy"] = frame["clean_label"] != frame["given_label"]
+    if paths is not None:
+        frame["path"] = paths
+    frame = frame.sort_values(["issue_score", "index"], ascending=[False, True], kind="stable")
+    frame.insert(0, "rank", np.arange(1, n + 1))
+    return frame.reset_index(drop=True)
+
+
+def detection_quality(issues: pd.DataFrame) -> dict[str, float]:
+    """Precision, recall and F1 (percent) of `is_issue` against `is_noisy`, and the accuracy of
+    the suggested labels on the flagged samples; empty when the truth is unknown."""
+    if "is_noisy" not in issues:
+        return {}
+    flagged, noisy = issues["is_issue"].to_numpy(), issues["is_noisy"].to_numpy()
+    hits = int((flagged & noisy).sum())
+    precision = hits / flagged.sum() if flagged.any() else 0.0
+    recall = hits / noisy.sum() if noisy.any() else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    right = issues["suggested_label"].to_numpy() == issues["clean_label"].to_numpy()
+    return {"flagged": int(flagged.sum()), "noisy": int(noisy.sum()), "precision": 100.0 * precision,
+            "recall": 100.0 * recall, "f1": 100.0 * f1,
+            "suggested_accuracy": 100.0 * float(right[flagged].mean()) if flagged.any() else float("nan")}
+
+
+def cleaned_labels(issues: pd.DataFrame, min_confidence: float) -> pd.DataFrame:
+    """A cleaned label set (index, label): samples not flagged keep their given label, flagged
+    ones take the suggested label when the model gives it at least `min_confidence`, and the
+    rest are dropped (a wrong label costs more than a missing one)."""
+    if not 0.0 <= min_confidence <= 1.0:
+        raise ValueError(f"min_confidence must lie in [0, 1], got {min_confidence}")
+    flagged = issues["is_issue"].to_numpy()
+    confident = issues["suggestion_confidence"].to_numpy() >= min_confidence
+    keep = ~flagged | confident
+    label = np.where(flagged, issues["suggested_label"], issues["given_label"])
+    out = pd.DataFrame({"index": issues["index"], "label": label, "relabelled": flagged})[keep]
+    return out.sort_values("index", kind="stable").reset_index(drop=True)

@@ -1,0 +1,136 @@
+"""A cell's ranked label issues and suggested labels → data/issues/<cell>.parquet (+ .csv), with the
+detection quality (where the truth is known) in metrics/label_issues/<cell>.json.
+
+The evaluate stage writes them (one process per cell: a stage of its own would cost a torch
+import and an MLflow store open per cell for a second of work); `mtadcs label-issues` reads
+them, and builds them when they are missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.analysis.label_issues import (
+    ISSUE_CUT,
+    cleaned_labels,
+    detection_quality,
+    find_label_issues,
+    trace_summary,
+)
+from pipeline.config import CellConfig
+from pipeline.data.datasets import Dataset
+from pipeline.data.trace_store import read_traces
+from pipeline.errors import UserError
+from pipeline.method import engine
+from pipeline.method.engine import CHECKPOINT, TrainingLabels
+from pipeline.runtime import atomic_path
+from stages.common import NOT_RUN, StageContext, is_not_run, load_data, load_labels, write_json
+
+
+def final_checkpoint(ctx: StageContext) -> Path:
+    """The model a user takes home: after fine-tuning when the cell fine-tunes."""
+    return ctx.paths.stage_dir("finetune" if ctx.cell.finetune.epochs > 0 else "train") / CHECKPOINT
+
+
+def build(ctx: StageContext, data: Dataset, labels: TrainingLabels) -> pd.DataFrame:
+    """The ranked issue table of a cell whose train (and finetune) stages are done."""
+    return issues_for_run(ctx.cell, data, labels, ctx.paths.stage_dir("train"), final_checkpoint(ctx))
+
+
+def issues_for_run(cell: CellConfig, data: Dataset, labels: TrainingLabels, train_dir: Path,
+                   final: Path) -> pd.DataFrame:
+    """Label issues from a run's train directory (checkpoint: final G and current labels;
+    epochs/: traces) and the final model's checkpoint."""
+    state = engine.load_checkpoint(train_dir / CHECKPOINT)
+    probs = engine.train_probabilities(cell, data, final)
+    traces_dir = train_dir / "epochs"
+    traces = read_traces(traces_dir, columns=["index", "in_G", "lof_score"]) if traces_dir.exists() \
+        else pd.DataFrame(columns=["index", "in_G", "lof_score", "epoch"])
+    share, last_lof = trace_summary(traces, data.train.index)
+    issues = find_label_issues(
+        labels.given, state["labels"].numpy(), state["in_G"].numpy(), probs, index=data.train.index,
+        uses_confidence_set=not cell.method.keeps_all, share_in_G=share, last_lof=last_lof,
+        clean=labels.clean, paths=data.train.paths)
+    names = np.asarray(data.class_names, dtype=object)
+    issues.insert(issues.columns.get_loc("given_label") + 1, "given_class", names[issues["given_label"]])
+    issues.insert(issues.columns.get_loc("suggested_label") + 1, "suggested_class", names[issues["suggested_label"]])
+    return issues
+
+
+def write(ctx: StageContext, data: Dataset, labels: TrainingLabels) -> dict[str, float]:
+    """Build and write the cell's issue table and its metrics JSON; return the MLflow metrics."""
+    issues = build(ctx, data, labels)
+    quality = detection_quality(issues)
+    _write_table(issues, ctx)
+    write_json(ctx.paths.label_issues_metrics, {"status": "done", "samples": len(issues),
+                                                "flagged": int(issues["is_issue"].sum()), **quality})
+    return {f"label_issues/{k}": float(v) for k, v in {"flagged": issues["is_issue"].sum(), **quality}.items()
+            if np.isfinite(v)}
+
+
+def write_not_run(ctx: StageContext, reason: str) -> None:
+    write_json(ctx.paths.label_issues_metrics, {"status": NOT_RUN, "reason": reason})
+    _write_table(pd.DataFrame(columns=["rank", "index", "given_label", "suggested_label", "issue_score"]), ctx)
+
+
+def _write_table(issues: pd.DataFrame, ctx: StageContext) -> None:
+    target = ctx.paths.label_issues
+    with atomic_path(target) as tmp:
+        issues.to_parquet(tmp, index=False)
+    with atomic_path(target.with_suffix(".csv")) as tmp:
+        issues.to_csv(tmp, index=False)
+
+
+SHOWN = ["rank", "index", "given_class", "suggested_class", "issue_score", "p_given", "suggestion_confidence",
+         "in_final_G", "relabelled", "is_noisy", "path"]
+
+
+def show(ctx: StageContext, *, top: int, out: Path | None = None, cleaned: Path | None = None,
+         min_confidence: float = 0.9, rebuild: bool = False) -> str:
+    """`mtadcs label-issues`: the cell's table (built by the stage if missing), its top `top` rows
+    as text, and the exports asked for. Returns the text to print."""
+    if ctx.skip_reason or is_not_run(ctx.paths.stage_dir("train")):
+        raise UserError(f"cell {ctx.cell.name!r} did not run here: {ctx.skip_reason or 'train did not run'}")
+    if rebuild or not ctx.paths.label_issues.exists():
+        if not (ctx.paths.stage_dir("train") / CHECKPOINT).exists():
+            raise UserError(f"{ctx.paths.stage_dir('train') / CHECKPOINT}: cell {ctx.cell.name!r} has not been "
+                            f"trained; run `dvc repro evaluate@{ctx.cell.name}` first")
+        data = load_data(ctx)
+        write(ctx, data, load_labels(ctx, data))
+    issues = read_issues(ctx.paths.label_issues)
+    lines = [f"{ctx.paths.label_issues.relative_to(ctx.root)}: {len(issues)} samples, {int(issues['is_issue'].sum())} flagged "
+             f"(issue_score >= {ISSUE_CUT}); CSV beside it"]
+    quality = detection_quality(issues)
+    if quality:
+        lines.append("against the clean labels: precision {precision:.1f} %, recall {recall:.1f} %, F1 {f1:.1f} %, "
+                     "suggested labels right on {suggested_accuracy:.1f} % of the flagged".format(**quality))
+    if top:
+        shown = issues.head(top)[[c for c in SHOWN if c in issues]]
+        lines.append(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if out is not None:
+        _export(issues, out)
+        lines.append(f"wrote {out}")
+    if cleaned is not None:
+        table = cleaned_labels(issues, min_confidence)
+        _export(table, cleaned)
+        lines.append(f"wrote {cleaned}: {len(table)} of {len(issues)} samples kept, "
+                     f"{int(table['relabelled'].sum())} relabelled")
+    return "\n".join(lines)
+
+
+def read_issues(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except Exception as err:
+        raise UserError(f"{path}: unreadable label-issue table ({type(err).__name__}); "
+                        "rerun with --rebuild") from None
+
+
+def _export(frame: pd.DataFrame, path: Path) -> None:
+    if path.suffix not in (".csv", ".parquet"):
+        raise UserError(f"{path}: unknown export format; name it .csv or .parquet")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False) if path.suffix == ".csv" else frame.to_parquet(tmp, index=False)

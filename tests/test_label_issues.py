@@ -1,0 +1,138 @@
+"""Label issues: the ranked table a practitioner takes home from one run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.analysis.label_issues import (
+    ISSUE_CUT,
+    cleaned_labels,
+    detection_quality,
+    find_label_issues,
+    trace_summary,
+)
+
+# Five samples, three classes. Sample 1 left G; sample 2 was relabelled 0 -> 2 by Eq. 7; the
+# rest stayed in G under their given label (sample 4 against a confident model).
+GIVEN = np.array([0, 1, 0, 2, 1])
+CURRENT = np.array([0, 1, 2, 2, 1])
+IN_G = np.array([True, False, True, True, True])
+PROBS = np.array([[0.9, 0.05, 0.05], [0.1, 0.2, 0.7], [0.3, 0.1, 0.6], [0.1, 0.1, 0.8], [0.8, 0.1, 0.1]])
+CLEAN = np.array([0, 2, 2, 2, 0])
+
+
+def issues(**kwargs) -> pd.DataFrame:
+    return find_label_issues(GIVEN, CURRENT, IN_G, PROBS, index=np.array([10, 11, 12, 13, 14]), clean=CLEAN,
+                             **kwargs)
+
+
+def test_samples_the_run_rejected_rank_first_and_are_exactly_the_flagged_ones() -> None:
+    table = issues()
+    assert list(table["index"][:2]) == [11, 12]  # left G (p_given 0.2) and relabelled (p_given 0.3)
+    assert table.loc[table["index"] == 11, "issue_score"].item() == pytest.approx(0.5 + 0.5 * 0.8)
+    assert set(table.loc[table["is_issue"], "index"]) == {11, 12}
+    assert (table["issue_score"].between(0, 1)).all() and list(table["rank"]) == [1, 2, 3, 4, 5]
+    kept = table[~table["is_issue"]]
+    assert (kept["issue_score"] < ISSUE_CUT).all()
+    assert list(kept["index"]) == [14, 13, 10]  # within G: by the model's disagreement with the label
+
+
+def test_suggested_label_is_the_correction_else_the_prediction() -> None:
+    table = issues().set_index("index")
+    assert table.loc[12, "suggested_label"] == 2 and table.loc[12, "relabelled"]  # Eq. 7's label
+    assert table.loc[11, "suggested_label"] == 2  # the model's argmax
+    assert table.loc[14, "suggested_label"] == 0 and table.loc[14, "suggestion_confidence"] == pytest.approx(0.8)
+    assert list(table.loc[[10, 11], "is_noisy"]) == [False, True]
+
+
+def test_without_a_confidence_set_the_score_is_the_models_disagreement() -> None:
+    table = find_label_issues(GIVEN, GIVEN, np.ones(5, bool), PROBS, uses_confidence_set=False).set_index("index")
+    assert table["issue_score"].to_numpy() == pytest.approx(1 - PROBS[table.index, GIVEN[table.index]])
+    assert set(table.index[table["is_issue"]]) == {1, 2, 4}  # p_given < 0.5
+
+
+def test_detection_quality_counts_against_is_noisy() -> None:
+    q = detection_quality(issues())
+    # flagged {11, 12}; noisy {11, 12, 14} -> two hits: every flag right, two of three noisy found
+    assert (q["flagged"], q["noisy"]) == (2, 3)
+    assert q["precision"] == pytest.approx(100.0) and q["recall"] == pytest.approx(200 / 3)
+    assert q["f1"] == pytest.approx(80.0)
+    assert q["suggested_accuracy"] == pytest.approx(100.0)  # both suggestions are 2, both right
+    assert detection_quality(find_label_issues(GIVEN, CURRENT, IN_G, PROBS)) == {}  # no truth, no numbers
+
+
+def test_cleaned_labels_keep_the_unflagged_relabel_the_confident_and_drop_the_rest() -> None:
+    table = cleaned_labels(issues(), min_confidence=0.65)
+    # 11 is suggested 2 at 0.7 (kept, relabelled); 12 is suggested 2 at 0.6 (dropped)
+    assert list(table["index"]) == [10, 11, 13, 14]
+    assert list(table["label"]) == [0, 2, 2, 1] and list(table["relabelled"]) == [False, True, False, False]
+    with pytest.raises(ValueError, match="min_confidence"):
+        cleaned_labels(issues(), 1.5)
+
+
+def test_trace_summary_maps_dataset_ids_to_rows_and_keeps_the_last_lof_score() -> None:
+    index = np.array([7, 3, 5])  # a split whose ids are not in row order
+    traces = pd.DataFrame({
+        "epoch": [1, 1, 1, 2, 2, 2],
+        "index": [3, 5, 7, 3, 5, 7],
+        "in_G": [True, False, True, True, True, False],
+        "lof_score": [1.1, np.nan, 0.9, np.nan, 1.3, np.nan],
+    })
+    share, last_lof = trace_summary(traces, index)
+    assert share == pytest.approx([0.5, 1.0, 0.5])  # ids 7, 3, 5
+    assert last_lof[0] == pytest.approx(0.9) and last_lof[1] == pytest.approx(1.1)
+    assert last_lof[2] == pytest.approx(1.3)
+    empty_share, empty_lof = trace_summary(traces.iloc[:0], index)
+    assert np.isnan(empty_share).all() and np.isnan(empty_lof).all()
+
+
+def test_mismatched_shapes_are_refused() -> None:
+    with pytest.raises(ValueError, match="label issues"):
+        find_label_issues(GIVEN, CURRENT[:4], IN_G, PROBS)
+
+
+def test_a_folder_cell_gets_an_issue_table_with_paths_and_the_cli_exports_it(tmp_path) -> None:
+    """The whole path a user with their own folder takes: run the cell, then `mtadcs label-issues`."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    from pipeline.errors import UserError
+    from stages import evaluate, label_issues, noise, training
+    from stages.common import context
+    from tests.fixtures import write_image_tree
+
+    write_image_tree(tmp_path / "imgs", {"train": {"cat": 10, "dog": 10}, "test": {"cat": 2, "dog": 2}})
+    params = {"data": {"dataset": "folder", "path": "imgs", "image_size": 8}, "noise": {"kind": "none"},
+              "model": {"width": 2, "proj_dim": 8}, "method": {"queue_size": 16},
+              "optim": {"epochs": 2, "warmup_epochs": 1, "lr_milestones": [], "batch_size": 8},
+              "finetune": {"epochs": 1, "batch_size": 8}, "evaluate": {"knn_k": 3},
+              "runtime": {"threads": 1, "progress": "log"}, "tracking": {"enabled": False}, "runs": {"mine": {}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    ctx = context(tmp_path, "params.yaml", "mine")
+    noise.run(ctx)
+    with pytest.raises(UserError, match="has not been trained"):
+        label_issues.show(ctx, top=3)
+    for stage in ("warmup", "train", "finetune"):
+        training.run(ctx, stage)
+    evaluate.run(ctx)
+
+    table = pd.read_parquet(tmp_path / "data/issues/mine.parquet")
+    assert len(table) == 20 and table["path"].str.startswith(str(tmp_path / "imgs/train")).all()
+    assert set(table["given_class"]) == {"cat", "dog"} and "is_noisy" not in table  # a user's labels: no truth
+    assert table["issue_score"].is_monotonic_decreasing
+    assert json.loads((tmp_path / "metrics/label_issues/mine.json").read_text())["samples"] == 20
+    with pytest.raises(UserError, match="name it .csv or .parquet"):
+        label_issues.show(ctx, top=0, out=tmp_path / "x.txt")
+
+    out = subprocess.run([sys.executable, "-m", "stages.cli", "label-issues", "--cell", "mine", "--root", str(tmp_path),
+                          "--top", "3", "--out", str(tmp_path / "x.csv"), "--cleaned", str(tmp_path / "clean.csv"),
+                          "--min-confidence", "0"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert str(tmp_path / "imgs/train") in out.stdout and "20 samples" in out.stdout
+    assert len(pd.read_csv(tmp_path / "x.csv")) == 20
+    assert len(pd.read_csv(tmp_path / "clean.csv")) == 20  # min confidence 0: every flag relabelled, none dropped
