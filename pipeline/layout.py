@@ -45,3 +45,18 @@ class CellPaths:
 
 def reports_dir(root: Path) -> Path:
     return root / "reports"
+
+
+QUEUED_COPY = (".dvc", "tmp", "exps")  # where `dvc exp run --queue/--temp` runs: <repo>/.dvc/tmp/exps/tmpXXXX
+
+
+def home_root(root: Path) -> Path:
+    """The repository a queued or `--temp` `dvc exp run` started from, when `root` is its
+    temporary copy (which holds only what git and DVC track, and is deleted afterwards);
+    otherwise `root` itself. The MLflow store and inputs outside version control (downloads,
+    ../shared/data) belong to the repository, not to the copy."""
+    parts = Path(root).resolve().parts
+    for i in range(len(parts) - len(QUEUED_COPY)):
+        if parts[i:i + len(QUEUED_COPY)] == QUEUED_COPY:
+            return Path(*parts[:i])
+    return Path(root)

@@ -17,7 +17,7 @@ import pandas as pd
 from pipeline.config import CellConfig, cell_identity, load_params, resolve_cell
 from pipeline.data.datasets import Dataset, load_dataset
 from pipeline.data.noise import read_label_file
-from pipeline.layout import NOT_RUN, CellPaths
+from pipeline.layout import NOT_RUN, CellPaths, home_root
 from pipeline.method.engine import TrainingLabels
 from pipeline.runtime import atomic_path, write_text_atomic
 from pipeline.tracking import mlflow_runs, provenance
@@ -47,8 +47,12 @@ def context(root: str | Path, params_file: str | Path, cell_name: str) -> StageC
 
 
 def resolve_path(ctx: StageContext, path: str | None) -> Path | None:
-    """Paths in params.yaml are relative to the project root."""
-    return None if path is None else (Path(path) if Path(path).is_absolute() else ctx.root / path)
+    """Paths in params.yaml are relative to the project root; in a queued experiment's temporary
+    copy, a path the copy lacks (untracked data, downloads) is the repository's."""
+    if path is None or Path(path).is_absolute():
+        return None if path is None else Path(path)
+    here = ctx.root / path
+    return here if here.exists() else home_root(ctx.root) / path
 
 
 def load_data(ctx: StageContext) -> Dataset:
@@ -114,12 +118,29 @@ def is_not_run(out_dir: Path) -> bool:
     return status.exists() and json.loads(status.read_text()).get("status") == NOT_RUN
 
 
+# What a cell computes, for its MLflow parent: not how it ran (threads, progress) or was logged.
+CELL_PARAMS_EXCLUDED = {"name", "runtime", "tracking", "report"}
+
+
 def cell_tags(cell: CellConfig) -> dict[str, str]:
     identity = cell_identity(cell)
     return {
         "dataset": identity.dataset, "noise": identity.noise, "rate": "" if identity.rate is None else str(identity.rate),
-        "sym_convention": identity.convention, "ablation": identity.row,
+        "sym_convention": identity.convention, "ablation": identity.row, "switch_set": switch_set(cell),
     }
+
+
+def switch_set(cell: CellConfig) -> str:
+    """The paper's row of the cell's switches, plus the variants beyond the paper it turns on."""
+    m, default = cell.method, type(cell.method)()
+    variants = [f"{name}={getattr(m, name)}" for name in VARIANT_FIELDS if getattr(m, name) != getattr(default, name)]
+    if cell.noise.init != type(cell.noise)().init:
+        variants.append(f"init={cell.noise.init}")
+    return cell_identity(cell).row + (f" ({', '.join(variants)})" if variants else "")
+
+
+VARIANT_FIELDS = ("warmup_set", "selection_model", "semi_supervised", "loss_filter", "lof_reference", "lof_space",
+                  "removal_patience", "min_class_keep")
 
 
 def code_commit(root: Path) -> str:
@@ -141,7 +162,9 @@ def stage_run(ctx: StageContext, stage: str, labels_file: Path | None = None) ->
         "git_commit": code_commit(ctx.root),
         "dvc_lock": provenance.dvc_lock_digest(ctx.root, f"{stage}@{ctx.cell.name}") or "none",
     }
+    cell_params = ctx.cell.model_dump(mode="json", exclude=CELL_PARAMS_EXCLUDED)
     with mlflow_runs.stage_run(uri=uri, experiment=t.experiment, cell=ctx.cell.name, stage=stage,
-                            labels_digest=labels_digest, tags=tags, enabled=t.enabled) as run:
+                            labels_digest=labels_digest, tags=tags, cell_params=cell_params,
+                            enabled=t.enabled) as run:
         run.log_params(ctx.cell.model_dump(exclude={"name"}))
         yield run

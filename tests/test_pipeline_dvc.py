@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -108,3 +109,27 @@ def test_second_repro_runs_nothing_and_a_finetune_edit_reruns_only_its_descendan
     (ws / "params.yaml").write_text(yaml.safe_dump(params))
     ran = ran_stages(dvc(ws, "repro"))
     assert ran == {"finetune@t-full", "finetune@t-ce", "evaluate@t-full", "evaluate@t-ce", "report"}
+
+
+def test_dvc_exp_runs_in_place_and_from_the_queue_logging_into_the_workspace_store(ws: Path) -> None:
+    """The workspace is a git repo with a baseline commit, so `dvc exp` works; a queued experiment
+    runs in a temporary copy under .dvc/tmp/exps, and still logs into the workspace's MLflow store."""
+    workspace.commit(ws, "baseline for experiments")
+    ran = ran_stages(dvc(ws, "exp", "run", "-n", "knn30", "-S", "evaluate.knn_k=30"))
+    assert ran == {"evaluate@t-full", "evaluate@t-ce", "report"}
+    dvc(ws, "exp", "run", "--queue", "-n", "knn20", "-S", "evaluate.knn_k=20")
+    dvc(ws, "queue", "start", "-j", "1")
+    for _ in range(120):
+        status = dvc(ws, "queue", "status")
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(5)
+    assert "Success" in status and "Failed" not in status, status
+    shown = json.loads(dvc(ws, "exp", "show", "--json"))
+    names = {exp.get("name") for rev in shown for exp in (rev.get("experiments") or [])}
+    assert {"knn30", "knn20"} <= names
+    assert "evaluate.knn_k" in dvc(ws, "exp", "diff", "knn30", "knn20")
+    uri = f"sqlite:///{ws / 'mlflow.db'}"
+    cells = mlflow_runs.find_cell_runs(uri, "tiny")
+    knn = set(cells.loc[cells["tags.mtadcs.cell"] == "t-full", "params.evaluate.knn_k"])
+    assert {"10", "30", "20"} <= knn  # the queued run's parent is in the workspace's store

@@ -80,3 +80,13 @@ def test_a_training_stage_records_what_it_cost(tmp_path) -> None:
     before = (resources.read_bytes(), (ctx.paths.stage_dir("warmup") / "checkpoint.pt").read_bytes())
     training.run(ctx, "warmup")  # nothing left to train: DVC must see the same outputs
     assert (resources.read_bytes(), (ctx.paths.stage_dir("warmup") / "checkpoint.pt").read_bytes()) == before
+
+
+def test_the_switch_set_tag_names_the_papers_row_and_each_variant_turned_on(tmp_path) -> None:
+    from stages.common import switch_set
+
+    paper = _context(tmp_path, {"dataset": "digits"}, {"kind": "sym", "rate": 0.5})
+    assert switch_set(paper.cell) == "MTaDCS (full)"
+    seedless = _context(tmp_path, {"dataset": "digits"}, {"kind": "sym", "rate": 0.5, "init": "all"},
+                        method={"selection_model": "ema", "removal_patience": 3, "lof": False})
+    assert switch_set(seedless.cell) == "CS+SR+CL+Mixup+LC (selection_model=ema, removal_patience=3, init=all)"

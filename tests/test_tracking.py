@@ -341,3 +341,24 @@ def test_file_digest_is_a_sha256_prefix(tmp_path: Path) -> None:
     path = tmp_path / "labels.parquet"
     path.write_bytes(b"abc" * 1_000_000)
     assert file_digest(path) == hashlib.sha256(b"abc" * 1_000_000).hexdigest()[:16]
+
+
+def test_the_parent_carries_the_cells_params_and_a_changed_param_starts_another(
+    store_uri: str, client: MlflowClient, experiment: str
+) -> None:
+    def parent(stage: str, rate: float, lr: float) -> str:
+        params = {"noise": {"rate": rate}, "finetune": {"lr": lr}}
+        with stage_run(uri=store_uri, experiment=experiment, cell="c1", stage=stage, labels_digest="aa", tags={},
+                       cell_params=params) as r:
+            return r.parent_run_id
+
+    first = parent("train", 0.5, 0.001)
+    assert parent("evaluate", 0.5, 0.001) == first  # same configuration: one parent
+    edited = parent("finetune", 0.5, 0.002)  # MLflow params are immutable: a new parent
+    assert edited != first
+    assert client.get_run(first).data.params == {"noise.rate": "0.5", "finetune.lr": "0.001"}
+    exp = client.get_experiment_by_name(experiment)
+    found = client.search_runs([exp.experiment_id], filter_string="params.`finetune.lr` = '0.002'")
+    assert [r.info.run_id for r in found] == [edited]
+    # `mlflow ui` opens the experiment on its runs table, not the GenAI overview
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"

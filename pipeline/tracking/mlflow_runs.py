@@ -4,9 +4,11 @@ Why this shape: DVC runs each stage in its own process (and, under `dvc exp run 
 in a temporary copy of the repository), so nothing may rely on mlflow's in-process
 active-run stack. Every call here names its run by id through `MlflowClient`.
 
-A cell's parent run is found by its tags `mtadcs.cell` + `mtadcs.labels` (a digest of the
-cell's noisy-label file): re-running only `finetune` adds a finetune child under the same
-parent, while new noisy labels start a new parent. Two stage processes may start at the
+A cell's parent run is found by its tags `mtadcs.cell`, `mtadcs.labels` (a digest of the
+cell's noisy-label file) and `mtadcs.params` (a digest of its resolved params, which the parent
+carries as MLflow params): re-running a stage with the same inputs adds a child under the same
+parent, while new noisy labels or a changed parameter start a new parent (MLflow params are
+immutable, and the runs table compares cells by them). Two stage processes may start at the
 same moment (`dvc repro -s` twice, `dvc queue start -j 2`), so store creation, experiment
 creation and the parent's find-or-create all run under an exclusive `fcntl.flock`:
 
@@ -44,6 +46,7 @@ from urllib.parse import unquote
 import pandas as pd
 
 from pipeline.errors import UserError
+from pipeline.layout import home_root
 
 try:  # fcntl is POSIX-only; without it the locks below are no-ops (documented above).
     import fcntl
@@ -61,7 +64,11 @@ ROLE_TAG = "mtadcs.role"  # "cell" on parents, "stage" on children
 CELL_TAG = "mtadcs.cell"
 LABELS_TAG = "mtadcs.labels"
 STAGE_TAG = "mtadcs.stage"
+PARAMS_TAG = "mtadcs.params"  # digest of the cell's params: a parent per distinct configuration
 PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests children by
+# MLflow >= 3 opens an experiment on its GenAI overview (traces) unless told it holds model
+# training runs; this tag makes `mlflow ui` open on the runs table.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 _MAX_KEY = 250  # mlflow's MAX_ENTITY_KEY_LENGTH
@@ -72,14 +79,16 @@ _INVALID_NAME_CHARS = re.compile(r"[^/\w.\- ]")  # mlflow's portable (Windows) n
 
 
 def default_tracking_uri(root: str | Path) -> str:
-    """MLFLOW_TRACKING_URI when set, else an absolute sqlite store at `root`/mlflow.db."""
+    """MLFLOW_TRACKING_URI when set, else an absolute sqlite store at `root`/mlflow.db (the
+    repository's, when `root` is a queued experiment's temporary copy: runs logged there would
+    be deleted with it)."""
     env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
     if env:
         if _is_relative_local(env):
             log.warning("MLFLOW_TRACKING_URI=%s is relative: under `dvc exp run --queue` it logs into a "
                         "temporary copy of the repository and is lost; use an absolute path", env)
         return env
-    return f"sqlite:///{(Path(root).resolve() / DB_FILE).as_posix()}"
+    return f"sqlite:///{(home_root(Path(root)).resolve() / DB_FILE).as_posix()}"
 
 
 def prepare_store(uri: str) -> None:
@@ -120,7 +129,9 @@ def experiment_id(uri: str, name: str) -> str:
         found = client.get_experiment_by_name(name)
         if found is None:
             try:
-                return client.create_experiment(name, artifact_location=_artifact_location(uri, name))
+                created = client.create_experiment(name, artifact_location=_artifact_location(uri, name),
+                                                   tags=EXPERIMENT_TAGS)
+                return created
             except MlflowException as err:  # created meanwhile by another machine
                 if err.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
@@ -128,6 +139,9 @@ def experiment_id(uri: str, name: str) -> str:
     if found.lifecycle_stage == "deleted":
         raise UserError(f"MLflow experiment '{name}' (id {found.experiment_id}) was deleted: restore it "
                         f"(`mlflow experiments restore -x {found.experiment_id}`) or set tracking.experiment")
+    for key, value in EXPERIMENT_TAGS.items():  # an experiment created before the tag existed
+        if found.tags.get(key) != value:
+            client.set_experiment_tag(found.experiment_id, key, value)
     return found.experiment_id
 
 
@@ -246,12 +260,7 @@ class StageRun:
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Nested dicts become 'section.key'; values are strings cut to mlflow's length limit."""
-        from mlflow.entities import Param
-
-        limit = _param_value_limit()
-        flat = {_clean_name(k): _clip(_as_text(v), limit) for k, v in flatten(params).items()}
-        if flat:
-            self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in flat.items()])
+        _log_params(self.client, self.run_id, params)
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Log the numeric, finite values; anything else is skipped (debug-logged)."""
@@ -327,12 +336,16 @@ class NullRun:
 
 @contextlib.contextmanager
 def stage_run(*, uri: str, experiment: str, cell: str, stage: str, labels_digest: str,
-              tags: Mapping[str, Any] | None = None, enabled: bool = True) -> Iterator[StageRun | NullRun]:
+              tags: Mapping[str, Any] | None = None, cell_params: Mapping[str, Any] | None = None,
+              enabled: bool = True) -> Iterator[StageRun | NullRun]:
     """A child run `<cell>/<stage>` under the cell's parent; FINISHED on success, FAILED on error
     (KILLED on Ctrl-C), the exception re-raised. A process killed by a signal leaves RUNNING.
 
     `tags` (dataset, noise, rate, ablation, git_commit, dvc_lock_hash, …; None values are
     skipped) go on the child and refresh the parent's, so the parent shows the latest.
+    `cell_params` (what the cell computes: its resolved params without runtime and tracking)
+    are logged on the parent when it is created, so the runs table filters and compares cells
+    by them; as MLflow params never change, other params start another parent.
     The parent's status follows the last child to end (RUNNING while one runs).
     """
     if not enabled:
@@ -344,7 +357,8 @@ def stage_run(*, uri: str, experiment: str, cell: str, stage: str, labels_digest
     prepare_store(uri)
     client = _client(uri)
     exp = experiment_id(uri, experiment)
-    parent = _find_or_create_parent(client, uri, exp, cell, labels_digest, tags or {})
+    parent = _find_or_create_parent(client, uri, exp, ParentKey(cell, labels_digest, params_digest(cell_params or {})),
+                                    tags or {}, cell_params or {})
     child = client.create_run(exp, run_name=f"{cell}/{stage}", tags=_child_tags(cell, stage, labels_digest,
                                                                                  parent, tags or {}))
     client.update_run(parent, status="RUNNING")
@@ -366,30 +380,56 @@ def _end(client: MlflowClient, run: StageRun, status: str) -> None:
         log.warning("could not mark MLflow run %s %s", run.run_id, status, exc_info=True)
 
 
-def _find_or_create_parent(client: MlflowClient, uri: str, exp: str, cell: str, digest: str,
-                           tags: Mapping[str, Any]) -> str:
-    """The oldest active parent for (cell, digest), created under the store lock if none."""
+@dataclass(frozen=True)
+class ParentKey:
+    """What makes two stage runs children of one parent: the cell, its noisy labels, its params."""
+
+    cell: str
+    labels: str
+    params: str
+
+    def tags(self) -> dict[str, str]:
+        return {ROLE_TAG: "cell", CELL_TAG: self.cell, LABELS_TAG: self.labels, PARAMS_TAG: self.params}
+
+
+def params_digest(params: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(flatten(params), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _find_or_create_parent(client: MlflowClient, uri: str, exp: str, key: ParentKey, tags: Mapping[str, Any],
+                           params: Mapping[str, Any]) -> str:
+    """The oldest active parent for `key`, created (with its params) under the store lock if none."""
     with store_lock(uri):
-        found = _parent_candidates(client, exp, cell, digest)
+        found = _parent_candidates(client, exp, key)
         if found:
             _set_tags(client, found[0], tags)
             return found[0]
-        base = {ROLE_TAG: "cell", CELL_TAG: cell, LABELS_TAG: digest}
-        created = client.create_run(exp, run_name=cell, tags={**_tag_values(tags), **base}).info.run_id
-    candidates = _parent_candidates(client, exp, cell, digest)  # another machine may have raced us
+        created = client.create_run(exp, run_name=key.cell, tags={**_tag_values(tags), **key.tags()}).info.run_id
+        _log_params(client, created, params)
+    candidates = _parent_candidates(client, exp, key)  # another machine may have raced us
     winner = candidates[0] if candidates else created
     if winner != created:
-        log.warning("parent run for %s created concurrently elsewhere; using %s", cell, winner)
+        log.warning("parent run for %s created concurrently elsewhere; using %s", key.cell, winner)
         client.delete_run(created)
     return winner
 
 
-def _parent_candidates(client: MlflowClient, exp: str, cell: str, digest: str) -> list[str]:
-    """Active parent run ids for (cell, digest), oldest first (ties broken by id)."""
-    query = (f"tags.`{ROLE_TAG}` = 'cell' and tags.`{CELL_TAG}` = '{cell}' "
-             f"and tags.`{LABELS_TAG}` = '{digest}'")
+def _parent_candidates(client: MlflowClient, exp: str, key: ParentKey) -> list[str]:
+    """Active parent run ids for `key`, oldest first (ties broken by id)."""
+    query = " and ".join(f"tags.`{name}` = '{value}'" for name, value in key.tags().items())
     runs = client.search_runs([exp], filter_string=query, max_results=100)
     return [r.info.run_id for r in sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))]
+
+
+def _log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
+    """Nested dicts become 'section.key'; values are strings cut to mlflow's length limit."""
+    from mlflow.entities import Param
+
+    limit = _param_value_limit()
+    flat = {_clean_name(k): _clip(_as_text(v), limit) for k, v in flatten(params).items()}
+    items = [Param(k, v) for k, v in flat.items()]
+    for start in range(0, len(items), 100):  # mlflow's log_batch takes at most 100 params
+        client.log_batch(run_id, params=items[start:start + 100])
 
 
 def _child_tags(cell: str, stage: str, digest: str, parent: str, tags: Mapping[str, Any]) -> dict[str, str]:
@@ -484,7 +524,7 @@ def _param_value_limit() -> int:
 def find_cell_runs(uri: str, experiment: str) -> pd.DataFrame:
     """Parent (cell) runs, oldest first, as mlflow.search_runs lays them out.
 
-    Columns: run_id, run_name, status, start_time, end_time, then `tags.*` and `metrics.*`
+    Columns: run_id, run_name, status, start_time, end_time, then `tags.*`, `params.*` and `metrics.*`
     (latest values: the final metrics plus the mirrored curves' last points). A cell whose
     labels were regenerated has several rows; the newest is the last.
     """
@@ -519,6 +559,7 @@ def _run_row(run: Any) -> dict[str, Any]:
         "end_time": pd.to_datetime(info.end_time, unit="ms", utc=True) if info.end_time else pd.NaT,
     }
     row.update({f"tags.{k}": v for k, v in run.data.tags.items()})
+    row.update({f"params.{k}": v for k, v in run.data.params.items()})
     row.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
     return row
 

@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 PROJECT = Path(__file__).resolve().parents[2]
 CODE = ("pipeline", "stages")
 SOURCE_COMMIT = "SOURCE_COMMIT"  # the project commit whose code the workspace snapshots
+# The MLflow store and its artifacts stay out of git; so do downloads and `dvc plots show` pages.
+# Metrics, plots, reports and the training traces (DVC outputs with `cache: false`) are committed:
+# a queued experiment's temporary copy holds only what git and DVC track.
+WORKSPACE_GITIGNORE = "__pycache__/\n/mlflow.db\n/mlflow.db.lock\n/mlflow.db.*.bak\n/mlartifacts/\n/data/raw/\n/dvc_plots/\n"
 
 
 def profile_path(profile: str, project: Path = PROJECT) -> Path:
@@ -46,13 +50,30 @@ def create(directory: Path, params_file: Path, project: Path = PROJECT) -> Path:
     shutil.copy2(project / "dvc.yaml", directory / "dvc.yaml")
     (directory / "params.yaml").write_text(_anchor_data_paths(params_file.read_text(), project))
     (directory / SOURCE_COMMIT).write_text(_source_commit(project) + "\n")
-    (directory / ".gitignore").write_text("__pycache__/\n/mlflow.db\n/mlflow.db.lock\n/data/raw/\n")
+    (directory / ".gitignore").write_text(WORKSPACE_GITIGNORE)
     if not (directory / ".git").exists():
         _run(["git", "init", "-q"], directory)
     if not (directory / ".dvc").exists():
         _run([sys.executable, "-m", "dvc", "init", "-q"], directory)
         _run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], directory)
+    commit(directory, f"mtadcs workspace: {params_file.name} on code {_source_commit(project)}")
     return directory
+
+
+def commit(directory: Path, message: str) -> None:
+    """Commit everything git sees (code, dvc.yaml, params.yaml, dvc.lock): `dvc exp run` and its
+    queue need a baseline commit, and an empty repository has none. A machine without a git
+    identity commits as "mtadcs"."""
+    _run(["git", "add", "-A"], directory)
+    if subprocess.run(["git", "diff", "--cached", "--quiet"], cwd=directory).returncode == 0:
+        return  # nothing changed since the last commit
+    identity = [] if _git_identity(directory) else ["-c", "user.name=mtadcs", "-c", "user.email=mtadcs@localhost"]
+    _run(["git", *identity, "commit", "-q", "-m", message], directory)
+
+
+def _git_identity(directory: Path) -> bool:
+    found = subprocess.run(["git", "config", "user.email"], cwd=directory, capture_output=True, text=True)
+    return bool(found.stdout.strip())
 
 
 def _source_commit(project: Path) -> str:
@@ -98,6 +119,7 @@ def quickstart(directory: Path, *, profile: str = "quick", force: bool = False) 
     create(directory, profile_path(profile))
     log.info("workspace %s ready; running dvc repro", directory)
     repro(directory)
+    commit(directory, "dvc repro of the quick profile")  # dvc.lock: the baseline `dvc exp` compares with
     log.info("report: %s; runs: mlflow ui --backend-store-uri sqlite:///%s",
              directory / "reports" / "report.md", directory / "mlflow.db")
     return directory
