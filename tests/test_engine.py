@@ -554,8 +554,21 @@ def test_a_checkpoint_from_other_code_is_a_one_line_user_error(tmp_path, cell, d
     state = engine.load_checkpoint(warm)
     del state["queue"]["positions"]  # as written before the queue remembered each key's sample
     trainer = engine.Trainer(cell, data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, key_encoder=True)
-    with pytest.raises(UserError, match="checkpoint does not fit this code"):
+    with pytest.raises(UserError, match="checkpoint: does not fit this code"):
         trainer.restore(state)
+
+
+def test_a_checkpoint_from_another_cell_or_model_is_a_user_error_naming_it(tmp_path, cell, data, labels, warm) -> None:
+    state = engine.load_checkpoint(warm)
+    short = state | {"in_G": state["in_G"][:-3], "labels": state["labels"][:-3]}  # another dataset's samples
+    torch.save(short, tmp_path / "other-cell.pt")
+    trainer = engine.Trainer(cell, data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, key_encoder=True)
+    with pytest.raises(UserError, match=r"other-cell.pt: holds \d+ samples .* another cell"):
+        trainer.load(tmp_path / "other-cell.pt")
+    wider = cell.model_copy(update={"model": cell.model.model_copy(update={"width": cell.model.width * 2})})
+    trainer = engine.Trainer(wider, data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, key_encoder=True)
+    with pytest.raises(UserError, match=f"{warm}: does not fit this code or model"):
+        trainer.load(warm)
 
 
 def test_epoch_order_S_draws_a_ce_epochs_steps_from_G_only() -> None:

@@ -441,16 +441,21 @@ class Trainer:
             torch.save(state, f)  # a file object, not the path: the temp name would enter the zip
 
     def load(self, path: Path, *, weights_only_model: bool = False) -> dict:
-        return self.restore(load_checkpoint(path), weights_only_model=weights_only_model)
+        return self.restore(load_checkpoint(path), weights_only_model=weights_only_model, source=path)
 
-    def restore(self, state: dict, *, weights_only_model: bool = False) -> dict:
+    def restore(self, state: dict, *, weights_only_model: bool = False, source: str | Path = "checkpoint") -> dict:
         """Restore a checkpoint's state; with weights_only_model, take the model and per-sample
-        state only (a new phase starting from the previous phase's result)."""
+        state only (a new phase starting from the previous phase's result). A checkpoint of
+        another cell, model or code version is a UserError naming `source`."""
+        samples = len(state.get("in_G", ()))
+        if samples != len(self.in_G):
+            raise UserError(f"{source}: holds {samples} samples and this cell has {len(self.in_G)}: it belongs to "
+                            "another cell or dataset; delete it and rerun the stage that wrote it")
         try:
             self._load_states(state, weights_only_model)
         except (RuntimeError, KeyError) as err:  # missing/unexpected keys, shape mismatch
-            raise UserError(f"checkpoint does not fit this code or model ({type(err).__name__}: "
-                            f"{str(err).splitlines()[0][:120]}); rerun the stage that wrote it") from None
+            raise UserError(f"{source}: does not fit this code or model ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0][:120]}); delete it and rerun the stage that wrote it") from None
         self.in_G = state["in_G"].numpy().astype(bool)
         self.labels = state["labels"].numpy().astype(np.int64)
         self.soft = state["soft"]
@@ -501,7 +506,7 @@ def _resume_point(trainer: Trainer, out_dir: Path, phase: str, fingerprint: str)
         if path.exists():
             log.info("%s: checkpoint in %s is from other inputs; starting afresh", phase, out_dir)
         return False
-    trainer.restore(state)
+    trainer.restore(state, source=path)
     log.info("%s: resuming after epoch %d", phase, trainer.epoch)
     return True
 
