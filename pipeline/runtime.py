@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 import sys
@@ -93,11 +94,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success rename it over `path`, on failure delete it.
 
     A crash or an error mid-write therefore never leaves a half-written file, and the
-    previous version (if any) stays intact. The data is flushed to disk before the rename,
+    previous version (if any) stays intact; the temp file of a write that was killed (SIGKILL
+    runs no cleanup) is removed by the next write of the same file. The data is flushed to disk before the rename,
     so the rename never exposes a partial file after a power loss either.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by a write that was killed
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:

@@ -38,7 +38,8 @@ TRAINING_CODE = (
     "pipeline/method/losses.py", "pipeline/method/selection.py", "pipeline/method/correction.py", "pipeline/method/evaluate.py",
     "pipeline/method/outside_g.py",
     "pipeline/data/trace_store.py", "pipeline/data/datasets.py", "pipeline/data/noise.py", "pipeline/runtime.py",
-    "pipeline/config.py", "pipeline/errors.py", "pipeline/layout.py", "stages/training.py", "stages/common.py",
+    "pipeline/config.py", "pipeline/errors.py", "pipeline/layout.py", "pipeline/faults.py", "stages/training.py",
+    "stages/common.py",
 )
 PREVIOUS = {"warmup": None, "train": "warmup", "finetune": "train"}
 

@@ -362,3 +362,24 @@ def test_the_parent_carries_the_cells_params_and_a_changed_param_starts_another(
     assert [r.info.run_id for r in found] == [edited]
     # `mlflow ui` opens the experiment on its runs table, not the GenAI overview
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_a_stage_killed_mid_run_continues_its_run_when_it_resumes(store_uri: str, client: MlflowClient,
+                                                                   experiment: str) -> None:
+    code = textwrap.dedent(f"""
+        import os, signal
+        from pipeline.tracking.mlflow_runs import stage_run
+        with stage_run(uri={store_uri!r}, experiment={experiment!r}, cell="c1", stage="train", labels_digest="aa",
+                       tags={{}}) as run:
+            run.log_metrics({{"loss": 2.0}}, step=1)
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    killed = subprocess.run([sys.executable, "-c", code], cwd=REPO)
+    assert killed.returncode == -9
+    with stage_run(uri=store_uri, experiment=experiment, cell="c1", stage="train", labels_digest="aa",
+                   tags={}) as run:
+        run.log_metrics({"loss": 1.0}, step=2)
+    children = _runs(client, store_uri, experiment, "train")
+    assert len(children) == 1 and children[0].info.status == "FINISHED"  # one run, none stuck at RUNNING
+    history = client.get_metric_history(children[0].info.run_id, "loss")
+    assert sorted((m.step, m.value) for m in history) == [(1, 2.0), (2, 1.0)]

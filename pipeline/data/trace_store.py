@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import faults
 from pipeline.runtime import atomic_path
 
 TRACE_COLUMNS = (
@@ -49,6 +50,7 @@ def write_epoch(root: str | Path, epoch: int, columns: dict[str, np.ndarray],
     path = epoch_dir(root, epoch) / "part-0.parquet"
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
+        faults.reached("trace_write")
     return path
 
 

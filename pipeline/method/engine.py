@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from pipeline import faults
 from pipeline.config import CellConfig
 from pipeline.data import trace_store
 from pipeline.data.datasets import Dataset, Split, SplitDataset
@@ -439,6 +440,7 @@ class Trainer:
         }
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             torch.save(state, f)  # a file object, not the path: the temp name would enter the zip
+            faults.reached("checkpoint_write")
 
     def load(self, path: Path, *, weights_only_model: bool = False) -> dict:
         return self.restore(load_checkpoint(path), weights_only_model=weights_only_model, source=path)

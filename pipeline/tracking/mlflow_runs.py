@@ -36,6 +36,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from urllib.parse import unquote
 
 import pandas as pd
 
+from pipeline import faults
 from pipeline.errors import UserError
 from pipeline.layout import home_root
 
@@ -64,6 +66,7 @@ ROLE_TAG = "mtadcs.role"  # "cell" on parents, "stage" on children
 CELL_TAG = "mtadcs.cell"
 LABELS_TAG = "mtadcs.labels"
 STAGE_TAG = "mtadcs.stage"
+HOST_TAG, PID_TAG = "mtadcs.host", "mtadcs.pid"  # the process a stage run belongs to
 PARAMS_TAG = "mtadcs.params"  # digest of the cell's params: a parent per distinct configuration
 PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests children by
 # MLflow >= 3 opens an experiment on its GenAI overview (traces) unless told it holds model
@@ -302,6 +305,7 @@ class StageRun:
         if metrics:
             now = int(time.time() * 1000)
             batch = [Metric(k, v, now, step) for k, v in metrics.items()]
+            faults.reached("mlflow_log")
             self.client.log_batch(run_id, metrics=batch)
 
 
@@ -339,7 +343,8 @@ def stage_run(*, uri: str, experiment: str, cell: str, stage: str, labels_digest
               tags: Mapping[str, Any] | None = None, cell_params: Mapping[str, Any] | None = None,
               enabled: bool = True) -> Iterator[StageRun | NullRun]:
     """A child run `<cell>/<stage>` under the cell's parent; FINISHED on success, FAILED on error
-    (KILLED on Ctrl-C), the exception re-raised. A process killed by a signal leaves RUNNING.
+    (KILLED on Ctrl-C), the exception re-raised. A process killed by SIGKILL leaves its run
+    RUNNING; the next execution of the stage (the resume) continues that run.
 
     `tags` (dataset, noise, rate, ablation, git_commit, dvc_lock_hash, …; None values are
     skipped) go on the child and refresh the parent's, so the parent shows the latest.
@@ -359,16 +364,49 @@ def stage_run(*, uri: str, experiment: str, cell: str, stage: str, labels_digest
     exp = experiment_id(uri, experiment)
     parent = _find_or_create_parent(client, uri, exp, ParentKey(cell, labels_digest, params_digest(cell_params or {})),
                                     tags or {}, cell_params or {})
-    child = client.create_run(exp, run_name=f"{cell}/{stage}", tags=_child_tags(cell, stage, labels_digest,
-                                                                                 parent, tags or {}))
+    child_tags = _child_tags(cell, stage, labels_digest, parent, tags or {}) | _process_tags()
+    child = _killed_child(client, exp, parent, stage)
+    if child is None:
+        child = client.create_run(exp, run_name=f"{cell}/{stage}", tags=child_tags).info.run_id
+    else:  # the same stage was killed mid-way and now resumes: its run resumes with it
+        _set_tags(client, child, child_tags)
+        client.update_run(child, status="RUNNING")
     client.update_run(parent, status="RUNNING")
-    run = StageRun(client, child.info.run_id, parent, exp, stage)
+    run = StageRun(client, child, parent, exp, stage)
     try:
         yield run
     except BaseException as exc:
         _end(client, run, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     _end(client, run, "FINISHED")
+
+
+def _process_tags() -> dict[str, str]:
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def _killed_child(client: MlflowClient, exp: str, parent: str, stage: str) -> str | None:
+    """The newest RUNNING child of `parent` for `stage` whose process is gone from this machine
+    (killed: SIGKILL lets no code mark the run), or None. A stage that resumes after a kill
+    continues that run, so a killed-and-resumed stage still has exactly one run."""
+    query = f"tags.`{PARENT_TAG}` = '{parent}' and tags.`{STAGE_TAG}` = '{stage}' and attributes.status = 'RUNNING'"
+    for run in client.search_runs([exp], filter_string=query, order_by=["attributes.start_time DESC"]):
+        tags = run.data.tags
+        if tags.get(HOST_TAG) == socket.gethostname() and not _alive(int(tags.get(PID_TAG, "0"))):
+            return run.info.run_id
+    return None
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _end(client: MlflowClient, run: StageRun, status: str) -> None:
