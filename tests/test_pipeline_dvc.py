@@ -133,3 +133,49 @@ def test_dvc_exp_runs_in_place_and_from_the_queue_logging_into_the_workspace_sto
     cells = mlflow_runs.find_cell_runs(uri, "tiny")
     knn = set(cells.loc[cells["tags.mtadcs.cell"] == "t-full", "params.evaluate.knn_k"])
     assert {"10", "30", "20"} <= knn  # the queued run's parent is in the workspace's store
+
+
+def test_a_real_browser_sees_the_cells_with_metric_columns_in_mlflow_ui(ws: Path, tmp_path: Path) -> None:
+    """`mlflow server` over the workspace's store, driven by headless Chromium: the runs page of the
+    project's view lists both cells with their final top-1. Skips where Chromium is not installed
+    (.ci/run installs Debian's `chromium`)."""
+    import re
+    import shutil
+    import socket
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--backend-store-uri", f"sqlite:///{ws / 'mlflow.db'}", "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        uri = f"http://127.0.0.1:{port}"
+        from mlflow import MlflowClient
+
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                experiment = MlflowClient(uri).get_experiment_by_name("tiny").experiment_id
+                break
+            except Exception:
+                assert time.monotonic() < deadline and server.poll() is None, "mlflow server did not start"
+                time.sleep(1)
+        url = mlflow_runs.runs_view_url(uri, experiment)
+        common = [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                  "--virtual-time-budget=20000", "--window-size=1600,900"]
+        dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
+        shot = tmp_path / "mlflow-runs.png"
+        subprocess.run([*common, f"--screenshot={shot}", url], capture_output=True, timeout=180)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", re.sub(r"<style[^>]*>.*?</style>", " ", dom, flags=re.S)))
+    table = text[text.find("Run Name"):]
+    assert "t-full" in table and "t-ce" in table, table[:2000]
+    assert "finetune/test/top1" in table and "train/test/top1" in table, table[:2000]  # metric columns
+    assert re.search(r"\b\d{1,3}\.\d+\b", table), "no metric value shown"
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000

@@ -8,6 +8,7 @@ on schema creation is part of what it checks.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -362,6 +363,8 @@ def test_the_parent_carries_the_cells_params_and_a_changed_param_starts_another(
     assert [r.info.run_id for r in found] == [edited]
     # `mlflow ui` opens the experiment on its runs table, not the GenAI overview
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    view = json.loads(exp.tags["mlflow.sharedViewState.mtadcs"])  # the runs table's columns
+    assert "metrics.`finetune/test/top1`" in view["selectedColumns"]
 
 
 def test_a_stage_killed_mid_run_continues_its_run_when_it_resumes(store_uri: str, client: MlflowClient,
@@ -383,3 +386,76 @@ def test_a_stage_killed_mid_run_continues_its_run_when_it_resumes(store_uri: str
     assert len(children) == 1 and children[0].info.status == "FINISHED"  # one run, none stuck at RUNNING
     history = client.get_metric_history(children[0].info.run_id, "loss")
     assert sorted((m.step, m.value) for m in history) == [(1, 2.0), (2, 1.0)]
+
+
+_LOGGER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    import mlflow
+    from pipeline.tracking.mlflow_runs import stage_run
+
+    uri, experiment, cell, ready, go = sys.argv[1:]
+    Path(ready).touch()
+    while not Path(go).exists():
+        time.sleep(0.005)
+    with stage_run(uri=uri, experiment=experiment, cell=cell, stage="train", labels_digest="feedbeef",
+                   tags={}, cell_params={"cell": cell}) as run:
+        for epoch in range(40):
+            run.log_epoch({"epoch": epoch, "loss": 1.0 / (epoch + 1), "G_size": 100 + epoch})
+""")
+
+
+def _four_workers_log_at_once(tmp_path: Path, uri: str) -> None:
+    cells = [f"c{i}" for i in range(4)]
+    env, go = _env(), tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", _LOGGER, uri, "many", c, str(tmp_path / f"ready-{c}"), str(go)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in cells]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"ready-{c}").exists() for c in cells):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "worker died before the barrier"
+        time.sleep(0.01)
+    go.touch()
+    for proc in procs:
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0 and "database is locked" not in out, out
+    client = MlflowClient(tracking_uri=uri)
+    parents = _runs(client, uri, "many", "cell")
+    assert sorted(p.data.tags["mtadcs.cell"] for p in parents) == cells  # no run lost
+    children = _runs(client, uri, "many", "train")
+    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    for child in children:
+        assert [s for s, _ in _history(client, child.info.run_id, "train/loss")] == list(range(40))
+
+
+@pytest.mark.slow
+def test_four_processes_log_to_one_sqlite_store_at_once(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    prepare_store(uri)
+    _four_workers_log_at_once(tmp_path, uri)
+
+
+@pytest.mark.slow
+def test_four_processes_log_through_one_tracking_server_at_once(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                               "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+    try:
+        uri = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+                break
+            except Exception:
+                assert time.monotonic() < deadline and server.poll() is None, "mlflow server did not start"
+                time.sleep(1)
+        _four_workers_log_at_once(tmp_path, uri)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

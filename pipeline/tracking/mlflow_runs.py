@@ -70,8 +70,24 @@ HOST_TAG, PID_TAG = "mtadcs.host", "mtadcs.pid"  # the process a stage run belon
 PARAMS_TAG = "mtadcs.params"  # digest of the cell's params: a parent per distinct configuration
 PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests children by
 # MLflow >= 3 opens an experiment on its GenAI overview (traces) unless told it holds model
-# training runs; this tag makes `mlflow ui` open on the runs table.
-EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+# training runs; the kind tag makes `mlflow ui` open on the runs table. The runs table shows no
+# metric column until one is picked; the shared view (an experiment tag the UI's "Share" button
+# writes, read back from `?viewStateShareKey=mtadcs`, see `runs_view_url`) picks the final
+# metrics and the noise rate, newest runs first.
+VIEW_KEY = "mtadcs"
+RUNS_VIEW = {
+    "selectedColumns": [*(f"metrics.`{m}`" for m in ("finetune/test/top1", "train/test/top1", "train/test/knn",
+                                                      "G/precision", "G/recall", "label_issues/f1")),
+                        "params.`noise.rate`", "tags.`switch_set`"],
+    "orderByKey": "attributes.start_time", "orderByAsc": False,
+}
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development",
+                   f"mlflow.sharedViewState.{VIEW_KEY}": json.dumps(RUNS_VIEW)}
+
+
+def runs_view_url(server: str, experiment_id: str) -> str:
+    """The runs table of an experiment in `mlflow ui` with the project's columns."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}"
 DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 _MAX_KEY = 250  # mlflow's MAX_ENTITY_KEY_LENGTH

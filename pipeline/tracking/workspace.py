@@ -120,8 +120,8 @@ def quickstart(directory: Path, *, profile: str = "quick", force: bool = False) 
     log.info("workspace %s ready; running dvc repro", directory)
     repro(directory)
     commit(directory, "dvc repro of the quick profile")  # dvc.lock: the baseline `dvc exp` compares with
-    log.info("report: %s; runs: mlflow ui --backend-store-uri sqlite:///%s",
-             directory / "reports" / "report.md", directory / "mlflow.db")
+    log.info("report: %s; runs: mlflow ui --backend-store-uri sqlite:///%s, then open %s",
+             directory / "reports" / "report.md", directory / "mlflow.db", _runs_view(directory))
     return directory
 
 
@@ -134,3 +134,12 @@ def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
         raise UserError(f"`{' '.join(command[1:] if command[0] == sys.executable else command)}` "
                         f"failed in {cwd} (exit {result.returncode}); see the output above")
     return result
+
+
+def _runs_view(directory: Path) -> str:
+    from pipeline.config import load_params
+    from pipeline.tracking import mlflow_runs
+
+    uri = f"sqlite:///{directory / mlflow_runs.DB_FILE}"
+    experiment = mlflow_runs.experiment_id(uri, load_params(directory / "params.yaml").tracking.experiment)
+    return mlflow_runs.runs_view_url("http://127.0.0.1:5000", experiment)
