@@ -15,7 +15,8 @@ profile below, one MTaDCS cell), so every trial ends in one comparison. Each kil
 After each kill, `dvc repro` runs again (and may be killed again) until the cell finishes.
 
 Compared with an uninterrupted run of the same workspace: the label file (bytes), every
-checkpoint's tensors (model, optimizer, G, labels; not the history's timings), the per-epoch
+checkpoint's tensors (model, optimizer, G, labels; not the history's timings, nor the resume
+fingerprint, which hashes the previous checkpoint file and so its timings), the per-epoch
 traces and the confidence-set masks (Parquet content), and the metrics JSONs. MLflow: exactly one
 parent run and one FINISHED run per stage, none RUNNING.
 """
@@ -120,7 +121,9 @@ def fingerprint(ws: Path) -> dict[str, str]:
     out = {"labels": _sha(ws / "data" / "labels" / f"{CELL}.parquet")}
     for stage in ("warmup", "train", "finetune"):
         state = torch.load(ws / "data" / "runs" / CELL / stage / "checkpoint.pt", map_location="cpu", weights_only=True)
-        kept = {k: v for k, v in state.items() if k != "history"}  # the history holds wall times
+        # Not the history (it holds wall times) nor the resume fingerprint (it hashes the previous
+        # phase's checkpoint file, history and all): everything else, tensors byte for byte.
+        kept = {k: v for k, v in state.items() if k not in ("history", "fingerprint")}
         out[f"checkpoint/{stage}"] = _sha_bytes(_tensor_bytes(kept))
     traces = pd.read_parquet(ws / "data" / "runs" / CELL / "train" / "epochs")
     out["traces"] = _sha_bytes(pd.util.hash_pandas_object(traces.drop(columns=["feature"], errors="ignore"))
