@@ -7,6 +7,15 @@ else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
+
 
 class UserError(Exception):
     """A problem with the user's input, reported as one line without a traceback."""
+
+
+_FREE_SPACE = "free disk space and rerun (what was written before is intact; training resumes)"
+_WRITABLE = "make the folder writable and rerun (what was written before is intact; training resumes)"
+# OSError errnos that mean "this output cannot be written here", with the fix to print.
+UNWRITABLE = {errno.ENOSPC: _FREE_SPACE, errno.EDQUOT: _FREE_SPACE, errno.EROFS: _WRITABLE,
+              errno.EACCES: _WRITABLE, errno.EPERM: _WRITABLE}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.errors import UserError
+from pipeline.errors import UNWRITABLE, UserError
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -160,6 +160,11 @@ def main() -> None:
         app()
     except UserError as err:
         typer.echo(f"mtadcs: error: {err}", err=True)
+        raise SystemExit(2) from None
+    except OSError as err:  # a full disk or an unwritable folder outside an atomic write
+        if err.errno not in UNWRITABLE:
+            raise
+        typer.echo(f"mtadcs: error: {err.filename}: cannot write ({err.strerror}); {UNWRITABLE[err.errno]}", err=True)
         raise SystemExit(2) from None
 
 

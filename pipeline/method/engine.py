@@ -21,6 +21,7 @@ rows) skip the extraction and write no trace.
 
 from __future__ import annotations
 
+import io
 import itertools
 import logging
 import time
@@ -438,8 +439,10 @@ class Trainer:
             "transition": self.transition, "disagree_streak": torch.as_tensor(self.disagree_streak),
             "history": self.history,
         }
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            torch.save(state, f)  # a file object, not the path: the temp name would enter the zip
+        buffer = io.BytesIO()  # serialised in memory first: torch's own writer hides a full disk's errno
+        torch.save(state, buffer)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(buffer.getbuffer())
             faults.reached("checkpoint_write")
 
     def load(self, path: Path, *, weights_only_model: bool = False) -> dict:
