@@ -6,7 +6,8 @@ from an uninterrupted run and that MLflow lost, duplicated or stranded no run.
     python benchmarks/fault_injection.py --kills 3 --trials 1 --out /tmp/fi.json   # the slow test's size
 
 The kills are spread over `--trials` fresh workspaces (each a git + DVC workspace of the tiny
-profile below, one MTaDCS cell), so every trial ends in one comparison. Each kill is, at random
+profile below, one MTaDCS cell), so every trial ends in one comparison; a kill planned after its
+trial's cell had already finished cannot fire, and an extra trial makes up the count. Each kill is, at random
 (seeded), one of:
   * `checkpoint_write`, `trace_write`, `mlflow_log`: the stage process kills itself at its n-th
     arrival at that point (pipeline/faults.py): between writing a checkpoint or an epoch's Parquet
@@ -215,10 +216,16 @@ def main() -> None:
     finish(ref_ws)
     reference_s = time.perf_counter() - started
     reference = fingerprint(ref_ws)
-    trials = []
-    for t, kills in enumerate(plan(args.kills, args.trials, random.Random(args.seed))):
-        trials.append(run_trial(args.work / f"trial{t}", kills, reference))
-        print(json.dumps({"trial": t, **{k: v for k, v in trials[-1].items() if k != "kills"}}), flush=True)
+    rng, trials = random.Random(args.seed), []
+    planned = plan(args.kills, args.trials, rng)
+    while planned:
+        trials.append(run_trial(args.work / f"trial{len(trials)}", planned.pop(0), reference))
+        print(json.dumps({"trial": len(trials) - 1, **{k: v for k, v in trials[-1].items() if k != "kills"}}),
+              flush=True)
+        fired = sum(k["fired"] for t in trials for k in t["kills"])
+        if not planned and fired < args.kills and len(trials) < 2 * args.trials:
+            # a kill planned after its trial's cell had finished never fired: one more trial makes up the count
+            planned = plan(args.kills - fired, 1, rng)
     fired = [k for t in trials for k in t["kills"] if k["fired"]]
     result = {
         "kills": len(fired), "planned_kills": args.kills, "trials": len(trials), "seed": args.seed,
