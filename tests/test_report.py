@@ -499,6 +499,8 @@ def test_label_issue_quality_is_tabled_per_cell_and_a_cell_without_it_is_not_run
     (tmp_path / "label_issues" / "a.json").write_text(json.dumps(
         {"status": "done", "flagged": 40, "noisy": 50, "precision": 90.0, "recall": 72.0, "f1": 80.0,
          "suggested_accuracy": 61.5}))
-    table = label_issues_table(tmp_path, ["a", "b"]).set_index("cell")
+    from pipeline.report.inputs import load_cell_metrics
+
+    table = label_issues_table(load_cell_metrics(tmp_path / "label_issues", ["a", "b"])).set_index("cell")
     assert table.loc["a", "f1"] == 80.0 and table.loc["a", "flagged"] == 40
     assert table.loc["b", "status"] == "not run" and np.isnan(table.loc["b", "precision"])

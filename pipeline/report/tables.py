@@ -10,11 +10,9 @@ reads "not run" in its column, so the report never fails because a run is missin
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -252,13 +250,10 @@ def project_table(cells: Mapping[str, CellResult], paper: pd.DataFrame) -> pd.Da
 LABEL_ISSUE_COLUMNS = ("flagged", "noisy", "precision", "recall", "f1", "suggested_accuracy")
 
 
-def label_issues_table(metrics_dir: str | Path, cells: Sequence[str]) -> pd.DataFrame:
-    """Issue detection per cell (metrics/label_issues/<cell>.json): flagged samples and, where the
-    clean labels are known, precision / recall / F1 against is-noisy and suggested-label accuracy."""
-    records = []
-    for cell in cells:
-        path = Path(metrics_dir) / "label_issues" / f"{cell}.json"
-        found = json.loads(path.read_text()) if path.exists() else {"status": NOT_RUN}
-        records.append({"cell": cell, "status": found.get("status", NOT_RUN),
-                        **{k: found.get(k, math.nan) for k in LABEL_ISSUE_COLUMNS}})
+def label_issues_table(metrics: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Issue detection per cell (cell → its metrics/label_issues/<cell>.json, as
+    `inputs.load_cell_metrics` reads it): flagged samples and, where the clean labels are known,
+    precision / recall / F1 against is-noisy and suggested-label accuracy."""
+    records = [{"cell": cell, "status": found.get("status", NOT_RUN),
+                **{k: found.get(k, math.nan) for k in LABEL_ISSUE_COLUMNS}} for cell, found in metrics.items()]
     return pd.DataFrame(records, columns=["cell", "status", *LABEL_ISSUE_COLUMNS])

@@ -11,7 +11,7 @@ import pandas as pd
 from pipeline.config import CellIdentity
 from pipeline.report.figure_cells import FigureCells, default_figure_cells
 from pipeline.report.figure_outputs import draw_figures, dvc_plot_data
-from pipeline.report.inputs import load_cells, load_paper_tables
+from pipeline.report.inputs import load_cell_metrics, load_cells, load_paper_tables
 from pipeline.report.markdown import render_markdown
 from pipeline.report.tables import cells_table, label_issues_table, paper_tables, project_table
 from pipeline.runtime import atomic_path, write_text_atomic
@@ -42,7 +42,7 @@ def write_report(metrics_dir: str | Path, identities: Mapping[str, CellIdentity]
     paper = load_paper_tables()
     cells = load_cells(metrics_dir, identities)
     frames = {**paper_tables(cells, paper), "project": project_table(cells, paper), "cells": cells_table(cells, paper),
-              "label_issues": label_issues_table(metrics_dir, list(identities))}
+              "label_issues": label_issues_table(load_cell_metrics(Path(metrics_dir) / "label_issues", list(identities)))}
     written = [_write_csv(frame, out / f"{name}.csv") for name, frame in frames.items()]
     chosen = figures or default_figure_cells(cells, figure_cell)
     figs = draw_figures(chosen, cells, out, traces_for, labels_for, histories_for or {})
