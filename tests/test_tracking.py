@@ -259,6 +259,27 @@ _WORKER = textwrap.dedent("""
 """)
 
 
+def _run_at_barrier(tmp_path: Path, script: str, uri: str, experiment: str, names: list[str],
+                    timeout: float) -> list[str]:
+    """Start one `script` process per name, release them together once all are ready, and return
+    their outputs; each must exit 0."""
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", script, uri, experiment, name, str(tmp_path / f"ready-{name}"),
+                               str(go)], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for name in names]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"ready-{name}").exists() for name in names):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "worker died before the barrier"
+        time.sleep(0.01)
+    go.touch()
+    outputs = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=timeout)
+        assert proc.returncode == 0, out
+        outputs.append(out)
+    return outputs
+
+
 def test_simultaneous_stage_processes_share_one_parent_on_a_fresh_store(tmp_path: Path) -> None:
     """Two processes start on a store that does not exist yet: one schema, one parent, both children.
 
@@ -267,21 +288,8 @@ def test_simultaneous_stage_processes_share_one_parent_on_a_fresh_store(tmp_path
     """
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     stages = ["train", "finetune"]
-    env = _env()
-    go = tmp_path / "go"
-    procs = [
-        subprocess.Popen([sys.executable, "-c", _WORKER, uri, "race", s, str(tmp_path / f"ready-{s}"), str(go)],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for s in stages
-    ]
-    deadline = time.monotonic() + 60
-    while not all((tmp_path / f"ready-{s}").exists() for s in stages):
-        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "worker died before the barrier"
-        time.sleep(0.01)
-    go.touch()
-    for proc in procs:
-        out, _ = proc.communicate(timeout=60)
-        assert proc.returncode == 0, out
+    for out in _run_at_barrier(tmp_path, _WORKER, uri, "race", stages, timeout=60):
+        assert "Traceback" not in out, out
 
     client = MlflowClient(tracking_uri=uri)
     parents = _runs(client, uri, "race", "cell")
@@ -407,17 +415,8 @@ _LOGGER = textwrap.dedent("""
 
 def _four_workers_log_at_once(tmp_path: Path, uri: str) -> None:
     cells = [f"c{i}" for i in range(4)]
-    env, go = _env(), tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", _LOGGER, uri, "many", c, str(tmp_path / f"ready-{c}"), str(go)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in cells]
-    deadline = time.monotonic() + 120
-    while not all((tmp_path / f"ready-{c}").exists() for c in cells):
-        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "worker died before the barrier"
-        time.sleep(0.01)
-    go.touch()
-    for proc in procs:
-        out, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 0 and "database is locked" not in out, out
+    for out in _run_at_barrier(tmp_path, _LOGGER, uri, "many", cells, timeout=300):
+        assert "database is locked" not in out, out
     client = MlflowClient(tracking_uri=uri)
     parents = _runs(client, uri, "many", "cell")
     assert sorted(p.data.tags["mtadcs.cell"] for p in parents) == cells  # no run lost
