@@ -287,6 +287,12 @@ class RuntimeConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0)  # 0: leave torch's default
     workers: int = Field(0, ge=0)  # DataLoader worker processes
+    # loader: per-image views in DataLoader workers; resident: the images as one uint8 tensor on
+    # the device, augmented a batch at a time (needs in-memory images under 64 px); auto:
+    # resident on CUDA, loader on CPU
+    data_path: Literal["auto", "loader", "resident"] = "auto"
+    # data-parallel processes of a training stage (torchrun): on CUDA one GPU each
+    processes: int = Field(1, ge=1)
     eval_batch_size: int = Field(512, ge=1)  # feature extraction and evaluation (no gradients)
     amp: bool = True  # autocast on CUDA only
     channels_last: bool = True

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline import distributed
 from pipeline.config import RuntimeConfig
 from pipeline.errors import UNWRITABLE, UserError
 
@@ -30,11 +31,16 @@ def pick_device(runtime: RuntimeConfig) -> torch.device:
 
 
 def configure(runtime: RuntimeConfig) -> torch.device:
-    """Apply thread count and seed; return the device to train on."""
+    """Apply thread count and seed; return the device to train on. Under torchrun, join the
+    process group and take this process's GPU (`cuda:LOCAL_RANK`)."""
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
     torch.manual_seed(runtime.seed)
     device = pick_device(runtime)
+    if device.type == "cuda" and distributed.launched():
+        device = torch.device("cuda", distributed.local_device_index())
+        torch.cuda.set_device(device)
+    distributed.init_from_env(device.type)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     return device

@@ -32,6 +32,28 @@ def _context(root: Path, params: Path, cell: str):
     return context(root, params, cell)
 
 
+def _training(root: Path, params: Path, cell: str, stage: str) -> None:
+    """A training stage in this process, or, with `runtime.processes` N > 1, under torchrun on N
+    processes (gloo on CPU, NCCL on CUDA with one GPU each), each running this same command."""
+    import subprocess
+
+    from pipeline import distributed
+    from stages import training
+
+    ctx = _context(root, params, cell)
+    processes = ctx.cell.runtime.processes
+    if processes > 1 and not distributed.launched():
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+                   "-m", "stages.cli", stage, "--cell", cell, "--params", str(params), "--root", str(root)]
+        logging.getLogger(__name__).info("%s: launching %d processes: %s", stage, processes, " ".join(command))
+        code = subprocess.call(command)
+        if code:
+            raise UserError(f"{stage} of cell {cell}: a torchrun process exited with {code} (its log is above); "
+                            "rerun the stage to resume from the last checkpoint")
+        return
+    training.run(ctx, stage)
+
+
 @app.command()
 def noise(cell: str = CELL, params: Path = PARAMS, root: Path = ROOT) -> None:
     """Generate the cell's noisy label file (data/labels/<cell>.parquet)."""
@@ -43,25 +65,22 @@ def noise(cell: str = CELL, params: Path = PARAMS, root: Path = ROOT) -> None:
 @app.command()
 def warmup(cell: str = CELL, params: Path = PARAMS, root: Path = ROOT) -> None:
     """Warm up on the initial confidence set (T_P epochs of Eq. 6)."""
-    from stages import training
 
-    training.run(_context(root, params, cell), "warmup")
+    _training(root, params, cell, "warmup")
 
 
 @app.command()
 def train(cell: str = CELL, params: Path = PARAMS, root: Path = ROOT) -> None:
     """MTaDCS epochs: LOF selection, removal, contrastive training, label correction; Parquet traces."""
-    from stages import training
 
-    training.run(_context(root, params, cell), "train")
+    _training(root, params, cell, "train")
 
 
 @app.command()
 def finetune(cell: str = CELL, params: Path = PARAMS, root: Path = ROOT) -> None:
     """Fine-tune on the final confidence set (weak augmentation, mixup CE)."""
-    from stages import training
 
-    training.run(_context(root, params, cell), "finetune")
+    _training(root, params, cell, "finetune")
 
 
 @app.command()

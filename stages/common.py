@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline import distributed
 from pipeline.config import CellConfig, cell_identity, load_params, resolve_cell
 from pipeline.data.datasets import Dataset, load_dataset
 from pipeline.data.noise import read_label_file
@@ -167,6 +168,6 @@ def stage_run(ctx: StageContext, stage: str, labels_file: Path | None = None) ->
     cell_params = ctx.cell.model_dump(mode="json", exclude=CELL_PARAMS_EXCLUDED)
     with mlflow_runs.stage_run(uri=uri, experiment=t.experiment, cell=ctx.cell.name, stage=stage,
                             labels_digest=labels_digest, tags=tags, cell_params=cell_params,
-                            enabled=t.enabled) as run:
+                            enabled=t.enabled and distributed.rank_from_env() == 0) as run:
         run.log_params(ctx.cell.model_dump(exclude={"name"}))
         yield run

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from pipeline import distributed
 from pipeline.method import engine
 from pipeline.method.engine import CHECKPOINT
 from pipeline.runtime import peak_memory_mib
@@ -36,7 +37,8 @@ PHASE_INPUTS = {  # the config sections a phase's result depends on (what its fi
 TRAINING_CODE = (
     "pipeline/method/engine.py", "pipeline/method/models.py", "pipeline/method/augment.py", "pipeline/method/contrastive.py",
     "pipeline/method/losses.py", "pipeline/method/selection.py", "pipeline/method/correction.py", "pipeline/method/evaluate.py",
-    "pipeline/method/outside_g.py",
+    "pipeline/method/outside_g.py", "pipeline/method/batch_augment.py", "pipeline/method/batches.py",
+    "pipeline/distributed.py",
     "pipeline/data/trace_store.py", "pipeline/data/datasets.py", "pipeline/data/noise.py", "pipeline/runtime.py",
     "pipeline/config.py", "pipeline/errors.py", "pipeline/layout.py", "pipeline/faults.py", "stages/training.py",
     "stages/common.py",
@@ -50,7 +52,8 @@ def run(ctx: StageContext, stage: str) -> None:
     if ctx.skip_reason or (previous and is_not_run(ctx.paths.stage_dir(previous))):
         write_not_run(out_dir, ctx.skip_reason or f"{previous} did not run")
         return
-    clear_not_run(out_dir)  # the out dir persists: a "not run" from an earlier run must go
+    if distributed.is_main():
+        clear_not_run(out_dir)  # the out dir persists: a "not run" from an earlier run must go
     data = load_data(ctx)
     labels = load_labels(ctx, data)
     before = ctx.paths.stage_dir(previous) / CHECKPOINT if previous else None
@@ -70,6 +73,8 @@ def run(ctx: StageContext, stage: str) -> None:
         else:
             trainer = engine.run_finetune(ctx.cell, data, labels, before, out_dir, fingerprint=fingerprint,
                                           on_epoch=meter)
+        if not distributed.is_main():
+            return  # under torchrun rank 0 writes the stage's outputs
         write_history(out_dir / "history.csv", trainer.history)
         tracker.log_artifact(out_dir / "history.csv", stage)
         if meter.records:  # a re-run with nothing left to train leaves its outputs byte-identical

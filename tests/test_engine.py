@@ -669,12 +669,12 @@ def test_fixmatch_adds_a_loss_on_samples_outside_G_only(tmp_path, monkeypatch, d
     cell = make_cell(method={"semi_supervised": "fixmatch", "fixmatch_threshold": 1e-6, "fixmatch_ratio": 0.5},
                      optim={"epochs": 1, "warmup_epochs": 1, "lr_milestones": [1]})
     drawn: list[np.ndarray] = []
-    real_loader = engine.Placement.loader
+    real_loader = engine.Placement.batches
 
     def spy(self, split, transform, positions, *a, **k):
         drawn.append((type(transform).__name__, np.asarray(positions)))
         return real_loader(self, split, transform, positions, *a, **k)
-    monkeypatch.setattr(engine.Placement, "loader", spy)
+    monkeypatch.setattr(engine.Placement, "batches", spy)
     trainer = engine.run_warmup(cell, data, labels, tmp_path)
     record = trainer.history[0]
     assert record["loss_u"] > 0 and record["pseudo_labelled"] == 1.0  # threshold ~0: every sample passes

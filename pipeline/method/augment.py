@@ -80,15 +80,47 @@ def _finish(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
     return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
 
 
-def _crop_flip(image_size: int, *, resized_crop: bool) -> list[v2.Transform]:
-    """The geometric part of the random views; `resized_crop` picks the training crop at large sizes."""
+class View:
+    """One augmentation recipe, applied per image (`view(image)`, the DataLoader path) or to a
+    whole batch at once by `pipeline.method.batch_augment` (the device-resident path), which
+    reads the recipe from these attributes: `crop` ("pad", "resized", "resize-crop" or
+    "centre"), `flip`, `randaugment` ((num_ops, magnitude) or None)."""
+
+    def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float], *, crop: str, flip: bool,
+                 randaugment: tuple[int, int] | None = None) -> None:
+        self.image_size, self.mean, self.std = image_size, tuple(mean), tuple(std)
+        self.crop, self.flip, self.randaugment = crop, flip, randaugment
+        steps = _geometry(image_size, crop, flip)
+        if randaugment is not None:
+            steps.append(v2.RandAugment(num_ops=randaugment[0], magnitude=randaugment[1]))
+        self.compose = v2.Compose([*steps, *_finish(mean, std)])
+
+    def __call__(self, image: Tensor) -> Tensor:
+        return self.compose(image)
+
+    def __repr__(self) -> str:
+        return f"View(crop={self.crop!r}, flip={self.flip}, randaugment={self.randaugment}, size={self.image_size})"
+
+
+def _geometry(image_size: int, crop: str, flip: bool) -> list[v2.Transform]:
+    """The deterministic fit and the random crop of a view."""
+    flips = [v2.RandomHorizontalFlip()] if flip else []
+    if crop == "pad":
+        return [*_fit(image_size), v2.RandomCrop(image_size, padding=image_size // 8), *flips]
+    if crop == "resized":
+        return [v2.RGB(), v2.RandomResizedCrop(image_size, scale=RESIZED_CROP_SCALE, antialias=True), *flips]
+    if crop == "resize-crop":
+        return [v2.RGB(), v2.Resize(_resize_side(image_size), antialias=True), v2.RandomCrop(image_size), *flips]
+    if _is_large(image_size):  # "centre": evaluation
+        return [v2.RGB(), v2.Resize(_resize_side(image_size), antialias=True), v2.CenterCrop(image_size)]
+    return _fit(image_size)
+
+
+def _random_crop(image_size: int, *, resized_crop: bool) -> str:
+    """Pad-and-crop at small sizes; at large ones RandomResizedCrop for training, else resize-crop."""
     if not _is_large(image_size):
-        return [*_fit(image_size), v2.RandomCrop(image_size, padding=image_size // 8), v2.RandomHorizontalFlip()]
-    if resized_crop:
-        crop = [v2.RandomResizedCrop(image_size, scale=RESIZED_CROP_SCALE, antialias=True)]
-    else:
-        crop = [v2.Resize(_resize_side(image_size), antialias=True), v2.RandomCrop(image_size)]
-    return [v2.RGB(), *crop, v2.RandomHorizontalFlip()]
+        return "pad"
+    return "resized" if resized_crop else "resize-crop"
 
 
 def train_views(
@@ -98,30 +130,30 @@ def train_views(
     *,
     num_ops: int = 2,
     magnitude: int = 9,
-) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+) -> TwoViews:
     """Two independent RandAugment views (query, key) of one uint8 image, for MTaDCS epochs."""
-    randaugment = v2.RandAugment(num_ops=num_ops, magnitude=magnitude)
-    steps = [*_crop_flip(image_size, resized_crop=True), randaugment, *_finish(mean, std)]
-    return TwoViews(v2.Compose(steps))
+    return TwoViews(train_view(image_size, mean, std, num_ops=num_ops, magnitude=magnitude))
 
 
-def weak_view(image_size: int, mean: Sequence[float], std: Sequence[float]) -> Callable[[Tensor], Tensor]:
+def train_view(image_size: int, mean: Sequence[float], std: Sequence[float], *, num_ops: int = 2,
+               magnitude: int = 9) -> View:
+    """One RandAugment training view (what a run without the key encoder needs)."""
+    return View(image_size, mean, std, crop=_random_crop(image_size, resized_crop=True), flip=True,
+                randaugment=(num_ops, magnitude))
+
+
+def weak_view(image_size: int, mean: Sequence[float], std: Sequence[float]) -> View:
     """Crop and horizontal flip only: the fine-tuning augmentation (Table 2a's "+" rows)."""
-    return v2.Compose([*_crop_flip(image_size, resized_crop=False), *_finish(mean, std)])
+    return View(image_size, mean, std, crop=_random_crop(image_size, resized_crop=False), flip=True)
 
 
 def weak_strong_views(image_size: int, mean: Sequence[float], std: Sequence[float], *,
                       num_ops: int = 2, magnitude: int = 9) -> WeakStrong:
     """FixMatch's pair: the weak view gives the pseudo-label, the strong (RandAugment) view learns it."""
-    strong = v2.Compose([*_crop_flip(image_size, resized_crop=True), v2.RandAugment(num_ops=num_ops, magnitude=magnitude),
-                         *_finish(mean, std)])
-    return WeakStrong(weak_view(image_size, mean, std), strong)
+    return WeakStrong(weak_view(image_size, mean, std),
+                      train_view(image_size, mean, std, num_ops=num_ops, magnitude=magnitude))
 
 
-def eval_view(image_size: int, mean: Sequence[float], std: Sequence[float]) -> Callable[[Tensor], Tensor]:
+def eval_view(image_size: int, mean: Sequence[float], std: Sequence[float]) -> View:
     """Deterministic view for feature extraction, selection and testing."""
-    if _is_large(image_size):
-        fit = [v2.RGB(), v2.Resize(_resize_side(image_size), antialias=True), v2.CenterCrop(image_size)]
-    else:
-        fit = _fit(image_size)
-    return v2.Compose([*fit, *_finish(mean, std)])
+    return View(image_size, mean, std, crop="centre", flip=False)

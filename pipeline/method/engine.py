@@ -26,20 +26,21 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
 
-from pipeline import faults
+from pipeline import distributed, faults
 from pipeline.config import CellConfig
 from pipeline.data import trace_store
-from pipeline.data.datasets import Dataset, Split, SplitDataset
+from pipeline.data.datasets import Dataset, Split
 from pipeline.errors import UserError
-from pipeline.method import augment
+from pipeline.method import augment, batch_augment
+from pipeline.method.batches import Batches, ResidentSplit
 from pipeline.method.contrastive import (
     LabelledQueue,
     cap_queue_size,
@@ -101,12 +102,17 @@ class Placement:
     channels_last: bool = False
     amp: bool = False
     workers: int = 0
+    data_path: str = "loader"  # "resident": images on the device, augmented a batch at a time
+    explicit: bool = False  # data_path was asked for by name (not "auto"): no silent fallback
+    _resident: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def for_runtime(cls, runtime) -> Placement:
         device = configure(runtime)
         cuda = device.type == "cuda"
-        return cls(device, runtime.channels_last and cuda, runtime.amp and cuda, runtime.workers)
+        path = runtime.data_path if runtime.data_path != "auto" else ("resident" if cuda else "loader")
+        return cls(device, runtime.channels_last and cuda, runtime.amp and cuda, runtime.workers, path,
+                   runtime.data_path != "auto")
 
     def module(self, model: torch.nn.Module) -> torch.nn.Module:
         model = model.to(self.device)
@@ -119,27 +125,48 @@ class Placement:
     def autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp)
 
-    def loader(self, split: Split, transform, positions: np.ndarray | None, batch_size: int,
-               shuffle: bool, generator: torch.Generator | None = None, drop_last: bool = False) -> DataLoader:
-        """Batches of (view, position); training drops the last partial batch (no size-1 batch
-        for BatchNorm) unless that batch is all there is."""
-        dataset = SplitDataset(split, transform, positions)
-        return DataLoader(
-            dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=self.workers,
-            pin_memory=self.device.type == "cuda", persistent_workers=False,
-            drop_last=drop_last and len(dataset) > batch_size,
-        )
+    def batches(self, split: Split, transform, positions: np.ndarray | None, batch_size: int,
+                shuffle: bool, generator: torch.Generator | None = None, drop_last: bool = False,
+                across_ranks: bool = True) -> Batches:
+        """This rank's (view, position) batches of one pass; training drops the last partial
+        batch (no size-1 batch for BatchNorm) unless that batch is all there is."""
+        resident = self._resident_split(split, transform)
+        return Batches(split, transform, positions, batch_size, shuffle=shuffle, generator=generator,
+                       drop_last=drop_last, workers=self.workers, pin_memory=self.device.type == "cuda",
+                       resident=resident, across_ranks=across_ranks)
+
+    def _resident_split(self, split: Split, transform) -> ResidentSplit | None:
+        """The split's device-resident images when the resident path applies to this view."""
+        if self.data_path != "resident":
+            return None
+        if split.images is None or not batch_augment.supports(transform):
+            if self.explicit:
+                raise UserError("runtime.data_path 'resident' needs in-memory images under 64 px (npz, CIFAR, "
+                                "digits); this dataset has image files or large images: use 'loader' or 'auto'")
+            return None
+        key = id(split)
+        if key not in self._resident:
+            self._resident[key] = ResidentSplit(split, transform_size(transform), self.device)
+        return self._resident[key]
+
+
+def transform_size(transform) -> int:
+    """The image size a view (or pair of views) produces."""
+    inner = getattr(transform, "transform", None) or getattr(transform, "weak", None) or transform
+    return inner.image_size
 
 
 @torch.no_grad()
 def extract(model: torch.nn.Module, split: Split, data: Dataset, place: Placement, batch_size: int,
             progress: Progress | None = None) -> Extraction:
     """f, z and logits of `model` for every sample of `split`, eval mode, no augmentation.
-    The model goes back to the mode it was in (the key encoder computes keys in train mode)."""
+    The model goes back to the mode it was in (the key encoder computes keys in train mode).
+    Under torchrun each rank extracts its share of the split and every rank gets all of it."""
     was_training = model.training
     model.eval()
     view = augment.eval_view(data.image_size, data.mean, data.std)
-    loader = place.loader(split, view, None, batch_size, shuffle=False)
+    share = np.arange(len(split))[distributed.shard(len(split))]
+    loader = place.batches(split, view, share, batch_size, shuffle=False, across_ranks=False)
     if progress:
         progress.start_batches(len(loader), "extract")
     feats, projs, logits = [], [], []
@@ -152,7 +179,8 @@ def extract(model: torch.nn.Module, split: Split, data: Dataset, place: Placemen
         if progress:
             progress.batch_done()
     model.train(was_training)
-    return Extraction(torch.cat(feats).numpy(), torch.cat(projs).numpy(), torch.cat(logits))
+    whole = [distributed.all_gather_rows(torch.cat(part)) for part in (feats, projs, logits)]
+    return Extraction(whole[0].numpy(), whole[1].numpy(), whole[2])
 
 
 PAPER_STEPS_PER_EPOCH = 50_000 // 128  # CIFAR at batch 128: where the paper's momentum 0.999 applies
@@ -215,8 +243,11 @@ class Trainer:
         self.place = Placement.for_runtime(cell.runtime)
         self.device = self.place.device
         model = build_model(cell.model.arch, data.num_classes, width=cell.model.width, proj_dim=cell.model.proj_dim)
+        if distributed.active() and self.device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # BN over the global batch
         self.model = self.place.module(model)
         self.key_model = self.place.module(make_key_encoder(self.model)) if key_encoder else None
+        self.forward = self._data_parallel(self.model)
         n = len(data.train)
         self.queue = LabelledQueue(cap_queue_size(cell.method.queue_size, n), cell.model.proj_dim).to(self.device)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -229,6 +260,15 @@ class Trainer:
         self.transition: torch.Tensor | None = None  # p(noisy | clean), for forward correction
         self.disagree_streak = np.zeros(n, dtype=np.int64)  # selection rounds in a row with ŷ != label
         self.history: list[dict] = []
+
+    def _data_parallel(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module training steps call: the model, or under torchrun PyTorch's DDP around it
+        (gradients averaged over ranks). On CPU (gloo) BatchNorm normalises each rank's share of
+        the batch; on CUDA it is synchronised."""
+        if not distributed.active():
+            return model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 
     # -- state changes -------------------------------------------------------------------------
     def include_all(self) -> None:
@@ -312,8 +352,8 @@ class Trainer:
         batch ((weak, strong), positions) from outside G per step."""
         self.model.train()
         labels = torch.as_tensor(self.labels)
-        loader = self.place.loader(self.data.train, transform, positions, batch_size, shuffle=generator is not None,
-                                   generator=generator, drop_last=True)
+        loader = self.place.batches(self.data.train, transform, positions, batch_size, shuffle=generator is not None,
+                                    generator=generator, drop_last=True)
         progress.start_batches(len(loader), "train")
         sums = {"loss": 0.0, "loss_ce": 0.0, "loss_lcl": 0.0, "loss_u": 0.0, "pseudo_labelled": 0.0,
                 "correct": 0.0, "seen": 0, "steps": 0}
@@ -329,7 +369,9 @@ class Trainer:
             sums["correct"] += losses["correct"]
             sums["seen"] += n
             progress.batch_done()
-        seen, steps = max(sums.pop("seen"), 1), sums.pop("steps")
+        sums = dict(zip(sums, distributed.all_reduce_sum(list(sums.values())), strict=True))  # over all ranks
+        sums["steps"] = int(sums["steps"]) // distributed.world_size()  # a step is one global batch
+        seen, steps = max(int(sums.pop("seen")), 1), sums.pop("steps")
         return {k: v / seen for k, v in sums.items() if k != "correct"} | {
             "train_acc": 100.0 * sums["correct"] / seen, "train_samples": int(seen), "steps": steps}
 
@@ -349,8 +391,8 @@ class Trainer:
 
         def stream():
             for round_ in itertools.count():
-                loader = self.place.loader(self.data.train, views, outside, size, shuffle=True,
-                                           generator=torch.Generator().manual_seed(seed + round_), drop_last=True)
+                loader = self.place.batches(self.data.train, views, outside, size, shuffle=True,
+                                            generator=torch.Generator().manual_seed(seed + round_), drop_last=True)
                 yield from loader
         return stream()
 
@@ -368,7 +410,7 @@ class Trainer:
                 weak_probs = self._teacher_probs(weak)
             x_in = torch.cat([x_in, self.place.input(strong)])
         with self.place.autocast():
-            out = self.model(x_in)
+            out = self.forward(x_in)
             logits = out.logits.float()
             loss_ce = soft_cross_entropy(logits[:b], targets)
             loss_lcl = torch.zeros((), device=self.device)
@@ -413,13 +455,16 @@ class Trainer:
         """Eq. 4 against the batch's keys and the queue; a mixed query counts its two labels by lam."""
         with torch.no_grad():
             keys = self.key_model(self.place.input(key_view)).projection.float()
+        # Under torchrun the bank and the queue take every rank's keys (MoCo's concat_all_gather).
+        keys, y_all = distributed.all_gather_rows(keys), distributed.all_gather_rows(y)
+        pos = distributed.all_gather_rows(pos)
         queued_keys, queued_labels = self.queue.contents()
-        bank, bank_labels = torch.cat([keys, queued_keys]), torch.cat([y, queued_labels])
+        bank, bank_labels = torch.cat([keys, queued_keys]), torch.cat([y_all, queued_labels])
         t = self.cell.method.temperature
         loss = lam * local_supcon_loss(query, y, bank, bank_labels, t)
         if perm is not None and lam < 1.0:
             loss = loss + (1.0 - lam) * local_supcon_loss(query, y[perm], bank, bank_labels, t)
-        self.queue.enqueue(keys, y, pos)
+        self.queue.enqueue(keys, y_all, pos)
         return loss
 
     def extract(self, split: Split, batch_size: int, progress: Progress | None = None, *,
@@ -439,11 +484,13 @@ class Trainer:
             "transition": self.transition, "disagree_streak": torch.as_tensor(self.disagree_streak),
             "history": self.history,
         }
-        buffer = io.BytesIO()  # serialised in memory first: torch's own writer hides a full disk's errno
-        torch.save(state, buffer)
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(buffer.getbuffer())
-            faults.reached("checkpoint_write")
+        if distributed.is_main():  # under torchrun rank 0 writes; the others wait for the file
+            buffer = io.BytesIO()  # serialised in memory first: torch's own writer hides a full disk's errno
+            torch.save(state, buffer)
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(buffer.getbuffer())
+                faults.reached("checkpoint_write")
+        distributed.barrier()
 
     def load(self, path: Path, *, weights_only_model: bool = False) -> dict:
         return self.restore(load_checkpoint(path), weights_only_model=weights_only_model, source=path)
@@ -538,7 +585,7 @@ def _finish_epoch(trainer: Trainer, record: dict, checkpoint: Path, fingerprint:
     shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()
                       if k in ("epoch", "loss", "train_acc", "test_top1", "G_size", "G_precision", "lr"))
     progress.epoch_done(f"{record['phase']} {shown}")
-    if on_epoch is not None:
+    if on_epoch is not None and distributed.is_main():
         on_epoch(record)
 
 
@@ -559,7 +606,7 @@ def run_warmup(cell: CellConfig, data: Dataset, labels: TrainingLabels, out_dir:
             trainer.set_confidence_set(~labels.init_G)
     _resume_point(trainer, out_dir, "warmup", fingerprint)
     views = _train_transform(cell, data)
-    with Progress(show_bar(cell.runtime), f"{cell.name} warm-up", o.warmup_epochs, trainer.epoch) as progress:
+    with Progress(show_bar(cell.runtime) and distributed.is_main(), f"{cell.name} warm-up", o.warmup_epochs, trainer.epoch) as progress:
         while trainer.epoch < o.warmup_epochs:
             record = _train_one(trainer, "warmup", views, progress, labels.clean)
             record["test_top1"] = _test_top1(trainer)  # the curve starts at epoch 1
@@ -577,11 +624,9 @@ def _check_labels_fit(cell: CellConfig, labels: TrainingLabels) -> None:
 
 def _train_transform(cell: CellConfig, data: Dataset):
     m = cell.method
-    views = augment.train_views(data.image_size, data.mean, data.std,
-                                num_ops=m.randaugment_ops, magnitude=m.randaugment_magnitude)
-    if m.contrastive:
-        return views
-    return lambda image: views(image)[0]  # one view suffices without the key encoder
+    view = augment.train_view(data.image_size, data.mean, data.std, num_ops=m.randaugment_ops,
+                              magnitude=m.randaugment_magnitude)
+    return augment.TwoViews(view) if m.contrastive else view  # one view suffices without the key encoder
 
 
 def _train_one(trainer: Trainer, phase: str, transform, progress: Progress, clean: np.ndarray | None) -> dict:
@@ -610,14 +655,16 @@ def run_train(cell: CellConfig, data: Dataset, labels: TrainingLabels, warmup_ch
         trainer.begin_phase(first_epoch=trainer.epoch)
         if m.warmup_set == "all" and not m.keeps_all:
             trainer.set_confidence_set(labels.init_G)  # warmed up on S; selection starts from the seed
-        trace_store.drop_epochs_after(traces, -1)
+        if distributed.is_main():
+            trace_store.drop_epochs_after(traces, -1)
         with Progress(False, "", 0) as quiet:
             record = _select(trainer, labels, quiet, traces, correct=False)
         _finish_epoch(trainer, record, out_dir / CHECKPOINT, fingerprint, quiet, on_epoch)
-    trace_store.drop_epochs_after(traces, trainer.epoch)  # partial epochs of a killed run
+    if distributed.is_main():
+        trace_store.drop_epochs_after(traces, trainer.epoch)  # partial epochs of a killed run
     views = _train_transform(cell, data)
     total = o.epochs - o.warmup_epochs
-    with Progress(show_bar(cell.runtime), f"{cell.name} MTaDCS", total, trainer.epoch - o.warmup_epochs) as progress:
+    with Progress(show_bar(cell.runtime) and distributed.is_main(), f"{cell.name} MTaDCS", total, trainer.epoch - o.warmup_epochs) as progress:
         while trainer.epoch < o.epochs:
             record = _train_one(trainer, "train", views, progress, labels.clean)
             record |= _select(trainer, labels, progress, traces, correct=m.label_correction)
@@ -668,7 +715,10 @@ def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces
         result = _select_and_remove(trainer, ext, preds, protected)
     else:
         result = _no_selection(trainer.in_G)  # Algorithm 1 ends with Eq. 7: G after it is the final G
-    trainer.set_confidence_set(result.in_G)
+    # Every rank computed this from the same gathered f and ŷ; rank 0's result is made everyone's
+    # so no floating-point tie can let the ranks' G drift apart.
+    trainer.labels = distributed.broadcast_array(trainer.labels)
+    trainer.set_confidence_set(distributed.broadcast_array(result.in_G))
     time_lof = time.perf_counter() - start
     start = time.perf_counter()
     _write_trace(trainer, labels, ext, result, flipped, traces)
@@ -723,6 +773,8 @@ def class_centre_distance(features: np.ndarray, labels: np.ndarray, in_G: np.nda
 def _write_trace(trainer: Trainer, labels: TrainingLabels, ext: Extraction, result, flipped: np.ndarray,
                  traces: Path) -> None:
     cell, epoch = trainer.cell, trainer.epoch
+    if not distributed.is_main():
+        return
     last = epoch == cell.optim.epochs
     keep_features = last or epoch == cell.optim.warmup_epochs or epoch % cell.train.feature_every == 0
     columns = {
@@ -746,7 +798,7 @@ def run_finetune(cell: CellConfig, data: Dataset, labels: TrainingLabels, train_
         trainer.load(Path(train_checkpoint), weights_only_model=True)
         trainer.begin_phase()
     weak = augment.weak_view(data.image_size, data.mean, data.std)
-    with Progress(show_bar(cell.runtime), f"{cell.name} fine-tune", f.epochs, trainer.epoch) as progress:
+    with Progress(show_bar(cell.runtime) and distributed.is_main(), f"{cell.name} fine-tune", f.epochs, trainer.epoch) as progress:
         while trainer.epoch < f.epochs:
             stats = trainer.run_epoch(weak, lr=f.lr, batch_size=f.batch_size, mixup_alpha=f.mixup_alpha,
                                       contrastive=False, seed_epoch=FINETUNE_SEED_OFFSET + trainer.epoch,

@@ -1,0 +1,60 @@
+"""Checks that need a CUDA device (skipped without one; `benchmarks/gpu_check.sh` runs them):
+bf16 autocast training, the device-resident data path on the GPU, and data-parallel training
+over NCCL when the machine has two GPUs or more."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.method import engine
+from tests.test_engine import data, labels, make_cell  # noqa: F401  (module fixtures)
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+GPU_RUNTIME = {"device": "cuda", "amp": True, "channels_last": True, "threads": 1, "workers": 0, "seed": 0,
+               "progress": "log", "eval_batch_size": 64}
+
+
+@cuda
+@pytest.mark.parametrize("data_path", ["resident", "loader"])
+def test_a_bf16_run_on_the_gpu_trains_selects_and_stays_finite(tmp_path, data, labels, data_path) -> None:  # noqa: F811
+    cell = make_cell(runtime={**GPU_RUNTIME, "data_path": data_path})
+    warm = engine.run_warmup(cell, data, labels, tmp_path / "w")
+    assert warm.device.type == "cuda" and warm.place.amp
+    trainer = engine.run_train(cell, data, labels, tmp_path / "w" / engine.CHECKPOINT, tmp_path / "t")
+    losses = [r["loss"] for r in warm.history + trainer.history if "loss" in r]
+    assert losses and np.isfinite(losses).all()
+    assert trainer.history[-1]["test_top1"] > 50.0  # colour classes: any working model separates them
+    assert trainer.history[0]["removed"] > 0  # the planted twins force a removal (see tests/test_engine.py)
+
+
+@cuda
+def test_the_resident_path_keeps_the_images_on_the_gpu(data) -> None:  # noqa: F811
+    cell = make_cell(runtime={**GPU_RUNTIME, "data_path": "auto"})
+    place = engine.Placement.for_runtime(cell.runtime)
+    views = engine._train_transform(cell, data)
+    batches = place.batches(data.train, views, None, 16, shuffle=True, generator=torch.Generator().manual_seed(0))
+    (query, key), pos = next(iter(batches))
+    assert place.data_path == "resident" and query.is_cuda and key.is_cuda and not pos.is_cuda
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_two_gpus_over_nccl_match_one_process(tmp_path_factory) -> None:
+    from tests import test_distributed as ddp
+
+    base = ddp._workspace(tmp_path_factory.mktemp("nccl") / "one", device="cuda")
+    ddp._stage(base, "noise", 1)
+    two = tmp_path_factory.getbasetemp() / "nccl-two"
+    import shutil
+
+    shutil.copytree(base, two)
+    for root, processes in ((base, 1), (two, 2)):
+        for stage in ("warmup", "train"):
+            log = ddp._stage(root, stage, processes).stderr  # two: torchrun on 2 GPUs
+            if processes == 2 and stage == "warmup":
+                assert "nccl" in log
+    G1, history1 = ddp._final(base)
+    G2, history2 = ddp._final(two)
+    assert np.mean(G1 != G2) <= ddp.G_TOLERANCE
+    assert abs(history1[-1]["test_top1"] - history2[-1]["test_top1"]) <= ddp.TOP1_TOLERANCE
