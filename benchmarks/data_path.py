@@ -41,13 +41,13 @@ RESULT = PROJECT / "benchmarks/results/data_path.json"
 
 def load(args: argparse.Namespace):
     if args.data == "digits" or (args.data == "auto" and not SHARED_DATA.exists()):
-        return "digits", load_dataset("digits")
+        return "digits", load_dataset("digits", image_size=args.image_size or 32)
     return "cifar10-5k", load_dataset("npz", path=SHARED_DATA)
 
 
 def make_cell(args: argparse.Namespace, data_path: str):
     params = {
-        "data": {"dataset": "digits"} if args.data_name == "digits" else {"dataset": "npz", "path": str(SHARED_DATA)},
+        "data": {"dataset": "digits", "image_size": args.image_size} if args.data_name == "digits" else {"dataset": "npz", "path": str(SHARED_DATA)},
         "model": {"arch": "preact_resnet18", "width": args.width, "proj_dim": 128},
         "method": {"queue_size": 5000},
         "optim": {"batch_size": args.batch, "iters_per_epoch": args.steps},
@@ -94,6 +94,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="training steps per round and path")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--image-size", type=int, default=None, help="digits only: side in pixels (quickstart: 16)")
     parser.add_argument("--width", type=int, default=16, help="PreAct ResNet-18 width (protocol v2: 16)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)

@@ -100,6 +100,14 @@ def all_reduce_sum(values: list[float]) -> list[float]:
     return tensor.cpu().tolist()
 
 
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank."""
+    if not active():
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer, src=0)
+
+
 def broadcast_array(array: np.ndarray) -> np.ndarray:
     """Rank 0's array on every rank (same shape and dtype everywhere)."""
     if not active():

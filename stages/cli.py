@@ -35,23 +35,33 @@ def _context(root: Path, params: Path, cell: str):
 def _training(root: Path, params: Path, cell: str, stage: str) -> None:
     """A training stage in this process, or, with `runtime.processes` N > 1, under torchrun on N
     processes (gloo on CPU, NCCL on CUDA with one GPU each), each running this same command."""
-    import subprocess
+    import os
 
     from pipeline import distributed
+    from pipeline.runtime import pick_device
     from stages import training
 
     ctx = _context(root, params, cell)
     processes = ctx.cell.runtime.processes
     if processes > 1 and not distributed.launched():
+        gpus = torch_cuda_count() if pick_device(ctx.cell.runtime).type == "cuda" else processes
+        if processes > gpus:
+            raise UserError(f"runtime.processes is {processes} but this machine has {gpus} GPU(s); "
+                            "lower it to one process per GPU")
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
                    "-m", "stages.cli", stage, "--cell", cell, "--params", str(params), "--root", str(root)]
         logging.getLogger(__name__).info("%s: launching %d processes: %s", stage, processes, " ".join(command))
-        code = subprocess.call(command)
-        if code:
-            raise UserError(f"{stage} of cell {cell}: a torchrun process exited with {code} (its log is above); "
-                            "rerun the stage to resume from the last checkpoint")
-        return
+        logging.shutdown()
+        # torchrun takes this process's place, so a kill of the stage (dvc, Ctrl-C) reaches it
+        # and it stops its workers; its exit status is the stage's.
+        os.execv(sys.executable, command)
     training.run(ctx, stage)
+
+
+def torch_cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
 
 
 @app.command()

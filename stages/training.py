@@ -49,10 +49,12 @@ PREVIOUS = {"warmup": None, "train": "warmup", "finetune": "train"}
 def run(ctx: StageContext, stage: str) -> None:
     out_dir = ctx.paths.stage_dir(stage)
     previous = PREVIOUS[stage]
+    writer = distributed.rank_from_env() == 0  # the process group does not exist yet
     if ctx.skip_reason or (previous and is_not_run(ctx.paths.stage_dir(previous))):
-        write_not_run(out_dir, ctx.skip_reason or f"{previous} did not run")
+        if writer:
+            write_not_run(out_dir, ctx.skip_reason or f"{previous} did not run")
         return
-    if distributed.is_main():
+    if writer:
         clear_not_run(out_dir)  # the out dir persists: a "not run" from an earlier run must go
     data = load_data(ctx)
     labels = load_labels(ctx, data)

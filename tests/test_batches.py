@@ -42,9 +42,26 @@ def test_the_loader_path_replays_a_shuffled_dataloader_draw_for_draw() -> None:
 
 
 def test_global_batches_keep_a_lone_partial_batch_and_drop_a_trailing_one() -> None:
-    assert [len(b) for b in global_batches(5, 8, shuffle=False, generator=None, drop_last=True)] == [5]
-    assert [len(b) for b in global_batches(20, 8, shuffle=False, generator=None, drop_last=True)] == [8, 8]
-    assert [len(b) for b in global_batches(20, 8, shuffle=False, generator=None, drop_last=False)] == [8, 8, 4]
+    def sizes(n: int, drop_last: bool) -> list[int]:
+        return [len(b) for b in global_batches(n, 8, shuffle=False, generator=None, drop_last=drop_last)[0]]
+    assert sizes(5, True) == [5] and sizes(20, True) == [8, 8] and sizes(20, False) == [8, 8, 4]
+
+
+def test_worker_processes_augment_as_dataloader_workers_did_and_differ_by_epoch() -> None:
+    """With a worker process, the same views as DataLoader(shuffle=True, num_workers=1), and
+    another pass (another epoch's generator) draws other augmentations."""
+    s, positions = split(20), np.arange(20)
+
+    def views(batches) -> torch.Tensor:
+        return torch.cat([v[0] for v, _ in batches])
+    old = DataLoader(SplitDataset(s, view(), positions), batch_size=8, shuffle=True, drop_last=True, num_workers=1,
+                     generator=torch.Generator().manual_seed(3))
+    new = Batches(s, view(), positions, 8, shuffle=True, generator=torch.Generator().manual_seed(3), drop_last=True,
+                  workers=1)
+    torch.testing.assert_close(views(old), views(new))
+    other = Batches(s, view(), positions, 8, shuffle=True, generator=torch.Generator().manual_seed(4), drop_last=True,
+                    workers=1)
+    assert not torch.equal(views(new), views(other))
 
 
 def test_the_resident_path_covers_the_same_positions_reproducibly() -> None:

@@ -45,7 +45,8 @@ def _images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int64)
 
 
-def _workspace(root: Path, device: str = "cpu") -> Path:
+def _workspace(root: Path, device: str = "cpu", gpu_settings: bool = False) -> Path:
+    """The tiny cell's workspace; `gpu_settings` turns on bf16 autocast and channels_last (CUDA)."""
     root.mkdir(parents=True)
     x_train, y_train = _images(N_TRAIN, 0)
     x_test, y_test = _images(N_TEST, 1)
@@ -58,8 +59,8 @@ def _workspace(root: Path, device: str = "cpu") -> Path:
         "optim": {"epochs": 6, "warmup_epochs": 3, "lr": 0.05, "lr_milestones": [5], "batch_size": 16},
         "train": {"feature_every": 3},
         "finetune": {"epochs": 1, "lr": 0.01, "batch_size": 16},
-        "runtime": {"device": device, "threads": 1, "workers": 0, "progress": "log", "amp": False,
-                    "channels_last": False, "seed": 0, "eval_batch_size": 64, "data_path": "resident"},
+        "runtime": {"device": device, "threads": 1, "workers": 0, "progress": "log", "amp": gpu_settings,
+                    "channels_last": gpu_settings, "seed": 0, "eval_batch_size": 64, "data_path": "resident"},
         "tracking": {"enabled": False},
         "runs": {"c": {}},
     }

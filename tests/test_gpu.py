@@ -43,7 +43,7 @@ def test_the_resident_path_keeps_the_images_on_the_gpu(data) -> None:  # noqa: F
 def test_two_gpus_over_nccl_match_one_process(tmp_path_factory) -> None:
     from tests import test_distributed as ddp
 
-    base = ddp._workspace(tmp_path_factory.mktemp("nccl") / "one", device="cuda")
+    base = ddp._workspace(tmp_path_factory.mktemp("nccl") / "one", device="cuda", gpu_settings=True)
     ddp._stage(base, "noise", 1)
     two = tmp_path_factory.getbasetemp() / "nccl-two"
     import shutil

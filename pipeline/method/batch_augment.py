@@ -98,7 +98,7 @@ def _randaugment_round(x: Tensor, ops: Tensor, negative: Tensor, magnitude: int)
     """One of RandAugment's num_ops rounds: each image gets its own op, applied group by group."""
     out = x.clone()
     height, width = x.shape[-2:]
-    ops, negative = ops.to(x.device), negative.to(x.device)
+    ops, negative = ops.cpu(), negative.cpu()  # the groups are found on the CPU: no device sync per group
     for op_index, name in enumerate(OPS):
         magnitudes_fn, signed = _RANDAUGMENT._AUGMENTATION_SPACE[name]
         table = magnitudes_fn(MAGNITUDE_BINS, height, width)
@@ -107,11 +107,13 @@ def _randaugment_round(x: Tensor, ops: Tensor, negative: Tensor, magnitude: int)
             members = ops == op_index
             if sign is not None:
                 members = members & (negative == sign)
-            if not members.any():
+            rows = torch.nonzero(members).squeeze(1)
+            if len(rows) == 0:
                 continue
+            rows = rows.to(x.device)
             signed_value = -value if sign else value
-            out[members] = _RANDAUGMENT._apply_image_or_video_transform(
-                x[members], name, signed_value, interpolation=_RANDAUGMENT.interpolation, fill=_RANDAUGMENT._fill)
+            out[rows] = _RANDAUGMENT._apply_image_or_video_transform(
+                x[rows], name, signed_value, interpolation=_RANDAUGMENT.interpolation, fill=_RANDAUGMENT._fill)
     return out
 
 

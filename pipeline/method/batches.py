@@ -30,18 +30,28 @@ FIT_CHUNK = 4096  # images resized at a time when a split is fitted to the image
 
 
 def global_batches(n: int, batch_size: int, *, shuffle: bool, generator: torch.Generator | None,
-                   drop_last: bool) -> list[np.ndarray]:
+                   drop_last: bool) -> tuple[list[np.ndarray], int]:
     """Indices 0..n-1 in the pass's order, cut into batches; the last partial batch is dropped
-    with `drop_last` unless it is the only one (no size-1 batch for BatchNorm)."""
-    if shuffle:
-        torch.empty((), dtype=torch.int64).random_(generator=generator)  # the DataLoader's base seed
-        order = torch.randperm(n, generator=generator).numpy()
-    else:
-        order = np.arange(n)
+    with `drop_last` unless it is the only one (no size-1 batch for BatchNorm). Also returns
+    the DataLoader's base seed for worker processes, drawn first as DataLoader draws it (from
+    the global RNG when there is no generator)."""
+    base_seed = int(torch.empty((), dtype=torch.int64).random_(generator=generator))
+    order = torch.randperm(n, generator=generator).numpy() if shuffle else np.arange(n)
     batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
     if drop_last and n > batch_size and len(batches[-1]) < batch_size:
         batches.pop()
-    return batches
+    return batches, base_seed
+
+
+class SeedWorker:
+    """A DataLoader worker's torch seed: base seed + worker id (DataLoader's own rule), offset by
+    the rank so data-parallel ranks augment differently."""
+
+    def __init__(self, base_seed: int, offset: int) -> None:
+        self.base_seed, self.offset = base_seed, offset
+
+    def __call__(self, worker_id: int) -> None:
+        torch.manual_seed(self.base_seed + self.offset + worker_id)
 
 
 class ResidentSplit:
@@ -73,12 +83,15 @@ class Batches:
         self.split, self.transform, self.resident = split, transform, resident
         self.across_ranks = across_ranks  # False: the caller passes this rank's positions already
         self.positions = np.arange(len(split)) if positions is None else np.asarray(positions, dtype=np.int64)
-        self.batches = global_batches(len(self.positions), batch_size, shuffle=shuffle, generator=generator,
-                                      drop_last=drop_last)
-        self.workers, self.pin_memory, self.shuffled = workers, pin_memory, shuffle
-        # The resident path's augmentation draws from its own generator, seeded here from the
-        # epoch's (re-seeded) global RNG: the same on every rank and on a resumed run.
-        self.augment_seed = int(torch.randint(0, 2**62, (1,))) if resident is not None else 0
+        self.workers, self.pin_memory = workers, pin_memory
+        if resident is None:
+            self.batches, self.base_seed = global_batches(len(self.positions), batch_size, shuffle=shuffle,
+                                                          generator=generator, drop_last=drop_last)
+        else:
+            # The resident path's augmentation draws from its own generator, seeded from the pass's
+            # generator (or the epoch's re-seeded global RNG): the same on every rank and on a resume.
+            self.batches, self.augment_seed = global_batches(len(self.positions), batch_size, shuffle=shuffle,
+                                                             generator=generator, drop_last=drop_last)
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -95,12 +108,13 @@ class Batches:
     def _loader(self) -> DataLoader:
         local = [self._local(batch)[0].tolist() for batch in self.batches]
         dataset = SplitDataset(self.split, self.transform, self.positions)
-        # A DataLoader draws its workers' base seed from its generator, or else from the global
-        # RNG, which the per-image views draw from too. The shuffled pass drew it from the
-        # epoch's generator already (`global_batches`), so a spare generator takes this draw.
-        spare = torch.Generator() if self.shuffled else None
+        # DataLoader would draw its workers' base seed once more (from the global RNG, which the
+        # per-image views use in this process): a spare generator takes that draw, and the
+        # workers are seeded from the one `global_batches` drew where DataLoader used to.
+        offset = distributed.rank() * max(self.workers, 1) if self.across_ranks else 0
         return DataLoader(dataset, batch_sampler=local, num_workers=self.workers, pin_memory=self.pin_memory,
-                          persistent_workers=False, generator=spare)
+                          persistent_workers=False, generator=torch.Generator(),
+                          worker_init_fn=SeedWorker(self.base_seed, offset) if self.workers else None)
 
     def _resident(self) -> Iterator[tuple[object, torch.Tensor]]:
         generator = torch.Generator().manual_seed(self.augment_seed)

@@ -247,7 +247,7 @@ class Trainer:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # BN over the global batch
         self.model = self.place.module(model)
         self.key_model = self.place.module(make_key_encoder(self.model)) if key_encoder else None
-        self.forward = self._data_parallel(self.model)
+        self.forward = self._data_parallel(self.model)  # after key_model: its test reads it
         n = len(data.train)
         self.queue = LabelledQueue(cap_queue_size(cell.method.queue_size, n), cell.model.proj_dim).to(self.device)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -267,8 +267,16 @@ class Trainer:
         the batch; on CUDA it is synchronised."""
         if not distributed.active():
             return model
+        world = distributed.world_size()
+        for name, batch in (("optim.batch_size", self.cell.optim.batch_size),
+                            ("finetune.batch_size", self.cell.finetune.batch_size)):
+            if batch < 2 * world:  # BatchNorm needs two samples on every rank
+                raise UserError(f"{name} {batch} is under 2 samples for each of the {world} processes; "
+                                f"raise it to {2 * world} or more, or lower runtime.processes")
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+        # The projection head takes no gradient in phases without Eq. 4 (fine-tuning, CE).
+        unused = not (self.key_model is not None and self.cell.method.contrastive)
+        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
 
     # -- state changes -------------------------------------------------------------------------
     def include_all(self) -> None:
@@ -356,8 +364,10 @@ class Trainer:
                                     generator=generator, drop_last=True)
         progress.start_batches(len(loader), "train")
         sums = {"loss": 0.0, "loss_ce": 0.0, "loss_lcl": 0.0, "loss_u": 0.0, "pseudo_labelled": 0.0,
-                "correct": 0.0, "seen": 0, "steps": 0}
+                "correct": 0.0, "seen": 0, "steps": 0, "time_data": 0.0}
+        waited = time.perf_counter()
         for views, pos in loader:
+            sums["time_data"] += time.perf_counter() - waited
             query_view, key_view = views if isinstance(views, list | tuple) else (views, None)
             y = labels[pos].to(self.device)
             pair = next(unlabelled) if unlabelled is not None else None
@@ -369,18 +379,26 @@ class Trainer:
             sums["correct"] += losses["correct"]
             sums["seen"] += n
             progress.batch_done()
+            waited = time.perf_counter()
+        # DDP broadcasts rank 0's BatchNorm statistics before each forward, and each rank then
+        # updates them with its own share: make them rank 0's again, for extraction and the key encoder.
+        for module in (self.model, self.key_model):
+            if module is not None:
+                distributed.broadcast_buffers(module)
+        time_data = sums.pop("time_data")
         sums = dict(zip(sums, distributed.all_reduce_sum(list(sums.values())), strict=True))  # over all ranks
         sums["steps"] = int(sums["steps"]) // distributed.world_size()  # a step is one global batch
         seen, steps = max(int(sums.pop("seen")), 1), sums.pop("steps")
         return {k: v / seen for k, v in sums.items() if k != "correct"} | {
-            "train_acc": 100.0 * sums["correct"] / seen, "train_samples": int(seen), "steps": steps}
+            "train_acc": 100.0 * sums["correct"] / seen, "train_samples": int(seen), "steps": steps,
+            "time_data": time_data}
 
     def _unlabelled_batches(self, batch_size: int, generator: torch.Generator):
         """An endless stream of batches from outside G (shuffled passes) for `semi_supervised`;
         None when it is off, or fewer samples than one batch lie outside G."""
         m = self.cell.method
         outside = np.flatnonzero(~self.in_G)
-        size = max(int(round(m.fixmatch_ratio * batch_size)), 2)
+        size = max(int(round(m.fixmatch_ratio * batch_size)), 2 * distributed.world_size())
         if m.semi_supervised == "none" or len(outside) < size:
             return None
         if m.semi_supervised == "forward" and self.transition is None:
@@ -611,7 +629,9 @@ def run_warmup(cell: CellConfig, data: Dataset, labels: TrainingLabels, out_dir:
             record = _train_one(trainer, "warmup", views, progress, labels.clean)
             record["test_top1"] = _test_top1(trainer)  # the curve starts at epoch 1
             _finish_epoch(trainer, record, out_dir / CHECKPOINT, fingerprint, progress, on_epoch)
-    if not (out_dir / CHECKPOINT).exists():  # T_P = 0: the untrained model is the warm-up result
+    missing = _matching_state(out_dir / CHECKPOINT, "warmup", fingerprint) is None
+    distributed.barrier()  # every rank has looked before rank 0 writes: all of them save, or none
+    if missing:  # T_P = 0: the untrained model is the warm-up result
         trainer.save(out_dir / CHECKPOINT, "warmup", fingerprint)
     return trainer
 
@@ -805,7 +825,9 @@ def run_finetune(cell: CellConfig, data: Dataset, labels: TrainingLabels, train_
                                       progress=progress, iters=f.iters_per_epoch)
             record = {"phase": "finetune", **stats, "test_top1": _test_top1(trainer)}
             _finish_epoch(trainer, record, out_dir / CHECKPOINT, fingerprint, progress, on_epoch)
-    if f.epochs == 0 and _matching_state(out_dir / CHECKPOINT, "finetune", fingerprint) is None:
+    missing = f.epochs == 0 and _matching_state(out_dir / CHECKPOINT, "finetune", fingerprint) is None
+    distributed.barrier()  # every rank has looked before rank 0 writes: all of them save, or none
+    if missing:
         trainer.save(out_dir / CHECKPOINT, "finetune", fingerprint)  # no fine-tuning: the train result
     return trainer
 
