@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
@@ -67,25 +66,18 @@ def labels_for(data) -> engine.TrainingLabels:
 
 
 def one_round(trainer: engine.Trainer, views, args: argparse.Namespace, epoch: int) -> dict:
-    """Augmentation alone over the epoch's batches, then the training epoch, then extraction."""
-    place, data = trainer.place, trainer.data
-    generator = engine.seeded_generator(0, epoch)
-    order = engine.epoch_order(trainer.in_G, trainer.labels, iters=args.steps, batch_size=args.batch,
-                               class_balanced=False, generator=generator)
-    start = time.perf_counter()
-    for _views, _ in place.batches(data.train, views, order, args.batch, shuffle=False, drop_last=True):
-        if place.device.type == "cuda":
-            torch.cuda.synchronize()
-    augment_s = time.perf_counter() - start
+    """One training epoch (its time split into producing batches and the step), then one
+    feature extraction over the training set."""
     with Progress(False, "", 0) as quiet:
         stats = trainer.run_epoch(views, lr=0.05, batch_size=args.batch, mixup_alpha=1.0, contrastive=True,
                                   seed_epoch=epoch, progress=quiet, iters=args.steps)
     start = time.perf_counter()
-    trainer.extract(data.train, trainer.cell.runtime.eval_batch_size)
+    trainer.extract(trainer.data.train, trainer.cell.runtime.eval_batch_size)
     extract_s = time.perf_counter() - start
     images = stats["steps"] * args.batch
-    return {"train_s": stats["time_train"], "augment_s": augment_s, "step_s": stats["time_train"] - augment_s,
-            "extract_s": extract_s, "img_per_s": images / stats["time_train"], "augment_img_per_s": images / augment_s}
+    return {"train_s": stats["time_train"], "augment_s": stats["time_data"],
+            "step_s": stats["time_train"] - stats["time_data"], "extract_s": extract_s,
+            "img_per_s": images / stats["time_train"], "augment_img_per_s": images / stats["time_data"]}
 
 
 def main() -> None:
@@ -130,9 +122,10 @@ def main() -> None:
                   "batch": args.batch, "model": f"preact_resnet18 width {args.width}", "views": "two RandAugment views "
                   "(MTaDCS epochs), mixup, key encoder", "device": args.device, "threads": args.threads,
                   "loader_workers": args.workers},
-        "note": "augment_s times producing the epoch's batches alone; step_s is the training epoch minus it "
-                "(forward, backward, update, key encoder, queue); extract_s is one pass of feature extraction "
-                "over the training set (what each selection epoch adds).",
+        "note": "augment_s: the training epoch's time spent producing batches (indexing, two augmented views "
+                "per image); step_s: the rest of the epoch (forward, backward, update, key encoder, queue); "
+                "extract_s: one pass of feature extraction over the training set (what each selection epoch adds). "
+                "img_per_s counts training images per second of the training epoch.",
         "command": "python " + " ".join(sys.argv), "machine": machine(),
     }
     write_text_atomic(args.out, json.dumps(report, indent=2) + "\n")

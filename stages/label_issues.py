@@ -15,6 +15,7 @@ import pandas as pd
 from pipeline.analysis.label_issues import (
     ISSUE_CUT,
     cleaned_labels,
+    confidence_set_shares,
     detection_quality,
     find_label_issues,
     trace_summary,
@@ -63,9 +64,11 @@ def write(ctx: StageContext, data: Dataset, labels: TrainingLabels) -> dict[str,
     """Build and write the cell's issue table and its metrics JSON; return the MLflow metrics."""
     issues = build(ctx, data, labels)
     quality = detection_quality(issues)
+    shares = confidence_set_shares(issues["given_label"].to_numpy(), issues["in_final_G"].to_numpy(),
+                                   data.num_classes)
     _write_table(issues, ctx)
     write_json(ctx.paths.label_issues_metrics, {"status": "done", "samples": len(issues),
-                                                "flagged": int(issues["is_issue"].sum()), **quality})
+                                                "flagged": int(issues["is_issue"].sum()), **quality, **shares})
     return {f"label_issues/{k}": float(v) for k, v in {"flagged": issues["is_issue"].sum(), **quality}.items()
             if np.isfinite(v)}
 

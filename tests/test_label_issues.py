@@ -136,3 +136,14 @@ def test_a_folder_cell_gets_an_issue_table_with_paths_and_the_cli_exports_it(tmp
     assert str(tmp_path / "imgs/train") in out.stdout and "20 samples" in out.stdout
     assert len(pd.read_csv(tmp_path / "x.csv")) == 20
     assert len(pd.read_csv(tmp_path / "clean.csv")) == 20  # min confidence 0: every flag relabelled, none dropped
+
+
+def test_confidence_set_shares_name_the_class_the_final_G_kept_least_of() -> None:
+    from pipeline.analysis.label_issues import confidence_set_shares
+
+    given = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    in_G = np.array([True, True, True, False, False, True, True, True])
+    shares = confidence_set_shares(given, in_G, num_classes=4)
+    assert shares["G_size"] == 6 and shares["G_share"] == 75.0
+    assert shares["G_class_shares"][:3] == [75.0, 50.0, 100.0] and np.isnan(shares["G_class_shares"][3])
+    assert shares["G_weakest_class"] == 1 and shares["G_class_share_min"] == 50.0  # an absent class is not "weakest"

@@ -26,6 +26,8 @@ accept only confident suggestions.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -104,6 +106,21 @@ def find_label_issues(
     frame = frame.sort_values(["issue_score", "index"], ascending=[False, True], kind="stable")
     frame.insert(0, "rank", np.arange(1, n + 1))
     return frame.reset_index(drop=True)
+
+
+def confidence_set_shares(given: np.ndarray, in_G: np.ndarray, num_classes: int) -> dict[str, float]:
+    """How much of each class the final G kept, without clean labels: per class, the share (%) of
+    the samples given that label that are in G. What a user with no verified labels can watch:
+    a class near 0 % was emptied; G near 100 % of S everywhere removed nothing."""
+    given, in_G = np.asarray(given, dtype=np.int64), np.asarray(in_G, dtype=bool)
+    counts = np.bincount(given, minlength=num_classes)
+    kept = np.bincount(given[in_G], minlength=num_classes)
+    shares = np.divide(100.0 * kept, counts, out=np.full(num_classes, np.nan), where=counts > 0)
+    present = np.flatnonzero(counts > 0)
+    weakest = int(present[np.argmin(shares[present])]) if len(present) else -1
+    return {"G_size": int(in_G.sum()), "G_share": 100.0 * float(in_G.mean()) if len(in_G) else math.nan,
+            "G_class_share_min": float(shares[weakest]) if weakest >= 0 else math.nan, "G_weakest_class": weakest,
+            "G_class_shares": [round(float(s), 2) for s in shares]}
 
 
 def detection_quality(issues: pd.DataFrame) -> dict[str, float]:

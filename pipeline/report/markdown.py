@@ -95,7 +95,10 @@ def _label_issues_markdown(frame: pd.DataFrame) -> str:
         "`mtadcs label-issues --cell <cell>` prints the top of it. Flagged: score >= 0.5, the samples the run's "
         "final confidence set did not keep under their given label. Where the clean labels are known: "
         "precision, recall and F1 (%) of the flag against \"the given label is wrong\", and the accuracy (%) "
-        "of the suggested labels on the flagged samples.", "",
+        "of the suggested labels on the flagged samples. Without clean labels, watch the last columns: G_share is "
+        "the share (%) of the training set the final confidence set kept, G_class_share_min the smallest share "
+        "of any class's samples (by given label) it kept, and G_weakest_class that class. A class near 0 % was "
+        "emptied (the model gave up on it); G_share near 100 % means nothing was removed.", "",
         markdown_table(frame), ""])
 
 
