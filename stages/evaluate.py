@@ -30,17 +30,20 @@ def run(ctx: StageContext) -> None:
     data = load_data(ctx)
     labels = load_labels(ctx, data)
     train_ckpt = paths.stage_dir("train") / CHECKPOINT
+    final = label_issues.final_checkpoint(ctx)
+    final_outputs = engine.extract_checkpoint(cell, data, final)  # once, for kNN and the label issues
     metrics = summary | {"status": "done", "realised_rate": _realised_rate(ctx)}
-    metrics["train"] = engine.evaluate_checkpoint(cell, data, labels, train_ckpt)
+    metrics["train"] = engine.evaluate_checkpoint(cell, data, labels, train_ckpt,
+                                                  train=final_outputs if final == train_ckpt else None)
     metrics["knn_labels"] = metrics["train"].pop("knn_labels")
     metrics["finetune"] = None
     if cell.finetune.epochs > 0:
-        metrics["finetune"] = engine.evaluate_checkpoint(cell, data, labels, paths.stage_dir("finetune") / CHECKPOINT)
+        metrics["finetune"] = engine.evaluate_checkpoint(cell, data, labels, final, train=final_outputs)
         metrics["finetune"].pop("knn_labels")
     metrics["G"] = final_confidence_set(train_ckpt, labels)
     write_json(paths.metrics, metrics)
     write_history_plot(ctx)
-    issue_metrics = label_issues.write(ctx, data, labels)
+    issue_metrics = label_issues.write(ctx, data, labels, engine.probabilities(final_outputs))
     with stage_run(ctx, "evaluate") as tracker:
         flat = flatten(metrics) | issue_metrics
         tracker.log_metrics(flat)

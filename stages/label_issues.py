@@ -35,17 +35,19 @@ def final_checkpoint(ctx: StageContext) -> Path:
     return ctx.paths.stage_dir("finetune" if ctx.cell.finetune.epochs > 0 else "train") / CHECKPOINT
 
 
-def build(ctx: StageContext, data: Dataset, labels: TrainingLabels) -> pd.DataFrame:
+def build(ctx: StageContext, data: Dataset, labels: TrainingLabels, probs: np.ndarray | None = None) -> pd.DataFrame:
     """The ranked issue table of a cell whose train (and finetune) stages are done."""
-    return issues_for_run(ctx.cell, data, labels, ctx.paths.stage_dir("train"), final_checkpoint(ctx))
+    return issues_for_run(ctx.cell, data, labels, ctx.paths.stage_dir("train"), final_checkpoint(ctx), probs)
 
 
 def issues_for_run(cell: CellConfig, data: Dataset, labels: TrainingLabels, train_dir: Path,
-                   final: Path) -> pd.DataFrame:
+                   final: Path, probs: np.ndarray | None = None) -> pd.DataFrame:
     """Label issues from a run's train directory (checkpoint: final G and current labels;
-    epochs/: traces) and the final model's checkpoint."""
+    epochs/: traces) and the final model's checkpoint (or its softmax on the training images,
+    `probs`, when the caller computed it already)."""
     state = engine.load_checkpoint(train_dir / CHECKPOINT)
-    probs = engine.train_probabilities(cell, data, final)
+    if probs is None:
+        probs = engine.train_probabilities(cell, data, final)
     traces_dir = train_dir / "epochs"
     traces = read_traces(traces_dir, columns=["index", "in_G", "lof_score"]) if traces_dir.exists() \
         else pd.DataFrame(columns=["index", "in_G", "lof_score", "epoch"])
@@ -60,9 +62,10 @@ def issues_for_run(cell: CellConfig, data: Dataset, labels: TrainingLabels, trai
     return issues
 
 
-def write(ctx: StageContext, data: Dataset, labels: TrainingLabels) -> dict[str, float]:
+def write(ctx: StageContext, data: Dataset, labels: TrainingLabels, probs: np.ndarray | None = None
+          ) -> dict[str, float]:
     """Build and write the cell's issue table and its metrics JSON; return the MLflow metrics."""
-    issues = build(ctx, data, labels)
+    issues = build(ctx, data, labels, probs)
     quality = detection_quality(issues)
     shares = confidence_set_shares(issues["given_label"].to_numpy(), issues["in_final_G"].to_numpy(),
                                    data.num_classes)

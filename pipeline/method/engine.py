@@ -832,8 +832,10 @@ def run_finetune(cell: CellConfig, data: Dataset, labels: TrainingLabels, train_
     return trainer
 
 
-def evaluate_checkpoint(cell: CellConfig, data: Dataset, labels: TrainingLabels, checkpoint: str | Path) -> dict:
-    """Top-1/top-5 on every test set and weighted kNN on f (primary test set) of a checkpoint."""
+def evaluate_checkpoint(cell: CellConfig, data: Dataset, labels: TrainingLabels, checkpoint: str | Path, *,
+                        train: Extraction | None = None) -> dict:
+    """Top-1/top-5 on every test set and weighted kNN on f (primary test set) of a checkpoint;
+    `train`: the checkpoint's training-set outputs when the caller has them already."""
     e = cell.evaluate
     if e.knn_labels == "clean" and labels.clean is None:
         raise UserError("evaluate.knn_labels is 'clean' but this dataset has no clean labels; use 'auto' or 'current'")
@@ -841,7 +843,8 @@ def evaluate_checkpoint(cell: CellConfig, data: Dataset, labels: TrainingLabels,
     place = Placement.for_runtime(cell.runtime)
     model = _checkpoint_model(cell, data, state, place)
     batch = cell.runtime.eval_batch_size
-    train = extract(model, data.train, data, place, batch)
+    if train is None:
+        train = extract(model, data.train, data, place, batch)
     use_clean = labels.clean is not None and e.knn_labels in ("auto", "clean")
     vote_labels = labels.clean if use_clean else state["labels"].numpy().astype(np.int64)
     metrics: dict = {"knn_labels": "clean" if use_clean else "current"}
@@ -857,12 +860,20 @@ def evaluate_checkpoint(cell: CellConfig, data: Dataset, labels: TrainingLabels,
     return metrics
 
 
-def train_probabilities(cell: CellConfig, data: Dataset, checkpoint: str | Path) -> np.ndarray:
-    """The checkpoint's softmax on every training image (no augmentation), float32 (N, K)."""
+def extract_checkpoint(cell: CellConfig, data: Dataset, checkpoint: str | Path) -> Extraction:
+    """A checkpoint's f, z and logits on every training image (no augmentation)."""
     place = Placement.for_runtime(cell.runtime)
     model = _checkpoint_model(cell, data, load_checkpoint(checkpoint), place)
-    out = extract(model, data.train, data, place, cell.runtime.eval_batch_size)
-    return torch.softmax(out.logits, dim=1).numpy()
+    return extract(model, data.train, data, place, cell.runtime.eval_batch_size)
+
+
+def train_probabilities(cell: CellConfig, data: Dataset, checkpoint: str | Path) -> np.ndarray:
+    """The checkpoint's softmax on every training image (no augmentation), float32 (N, K)."""
+    return probabilities(extract_checkpoint(cell, data, checkpoint))
+
+
+def probabilities(outputs: Extraction) -> np.ndarray:
+    return torch.softmax(outputs.logits, dim=1).numpy()
 
 
 def _checkpoint_model(cell: CellConfig, data: Dataset, state: dict, place: Placement) -> torch.nn.Module:
