@@ -45,6 +45,11 @@ class TwoViews:
     def __call__(self, image: Tensor) -> tuple[Tensor, Tensor]:
         return self.transform(image), self.transform(image)
 
+    @property
+    def parts(self) -> tuple:
+        """The transform of each view, in output order."""
+        return self.transform, self.transform
+
     def __repr__(self) -> str:
         return f"TwoViews({self.transform!r})"
 
@@ -57,6 +62,11 @@ class WeakStrong:
 
     def __call__(self, image: Tensor) -> tuple[Tensor, Tensor]:
         return self.weak(image), self.strong(image)
+
+    @property
+    def parts(self) -> tuple:
+        """The transform of each view, in output order."""
+        return self.weak, self.strong
 
     def __repr__(self) -> str:
         return f"WeakStrong({self.weak!r}, {self.strong!r})"

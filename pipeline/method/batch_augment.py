@@ -34,13 +34,15 @@ OPS = tuple(_RANDAUGMENT._AUGMENTATION_SPACE)
 MAGNITUDE_BINS = 31  # RandAugment's num_magnitude_bins default, which `augment` keeps
 
 
+def parts(view) -> tuple | None:
+    """The Views of a pair of views (TwoViews, WeakStrong); None for a single view."""
+    return view.parts if isinstance(view, TwoViews | WeakStrong) else None
+
+
 def supports(view) -> bool:
     """Whether `batch_views` can apply this view (or pair of views) to a batch."""
-    if isinstance(view, TwoViews):
-        return supports(view.transform)
-    if isinstance(view, WeakStrong):
-        return supports(view.weak) and supports(view.strong)
-    return isinstance(view, View) and view.crop in ("pad", "centre") and view.image_size < 64
+    return all(isinstance(v, View) and v.crop in ("pad", "centre") and v.image_size < 64
+               for v in parts(view) or (view,))
 
 
 @dataclass(frozen=True)
@@ -120,20 +122,16 @@ def _randaugment_round(x: Tensor, ops: Tensor, negative: Tensor, magnitude: int)
 def batch_views(view, images: Tensor, params):
     """`view`'s output for a batch: a tensor for one View, a (first, second) pair for TwoViews
     and WeakStrong. `params` is what `draw_views` drew for the same view."""
-    if isinstance(view, TwoViews):
-        return apply(view.transform, images, params[0]), apply(view.transform, images, params[1])
-    if isinstance(view, WeakStrong):
-        return apply(view.weak, images, params[0]), apply(view.strong, images, params[1])
-    return apply(view, images, params)
+    pair = parts(view)
+    if pair is None:
+        return apply(view, images, params)
+    return tuple(apply(v, images, p) for v, p in zip(pair, params, strict=True))
 
 
 def draw_views(view, n: int, generator: torch.Generator):
     """The parameters `batch_views` needs for `n` images."""
-    if isinstance(view, TwoViews):
-        return draw(view.transform, n, generator), draw(view.transform, n, generator)
-    if isinstance(view, WeakStrong):
-        return draw(view.weak, n, generator), draw(view.strong, n, generator)
-    return draw(view, n, generator)
+    pair = parts(view)
+    return draw(view, n, generator) if pair is None else tuple(draw(v, n, generator) for v in pair)
 
 
 def rows_of(params, index: slice | Tensor):

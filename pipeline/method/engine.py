@@ -152,8 +152,7 @@ class Placement:
 
 def transform_size(transform) -> int:
     """The image size a view (or pair of views) produces."""
-    inner = getattr(transform, "transform", None) or getattr(transform, "weak", None) or transform
-    return inner.image_size
+    return (batch_augment.parts(transform) or (transform,))[0].image_size
 
 
 @torch.no_grad()
