@@ -363,10 +363,10 @@ class Trainer:
                                     generator=generator, drop_last=True)
         progress.start_batches(len(loader), "train")
         sums = {"loss": 0.0, "loss_ce": 0.0, "loss_lcl": 0.0, "loss_u": 0.0, "pseudo_labelled": 0.0,
-                "correct": 0.0, "seen": 0, "steps": 0, "time_data": 0.0}
-        waited = time.perf_counter()
+                "correct": 0.0, "seen": 0, "steps": 0}
+        time_data, waited = 0.0, time.perf_counter()  # time spent waiting for batches (making views)
         for views, pos in loader:
-            sums["time_data"] += time.perf_counter() - waited
+            time_data += time.perf_counter() - waited
             query_view, key_view = views if isinstance(views, list | tuple) else (views, None)
             y = labels[pos].to(self.device)
             pair = next(unlabelled) if unlabelled is not None else None
@@ -384,7 +384,6 @@ class Trainer:
         for module in (self.model, self.key_model):
             if module is not None:
                 distributed.broadcast_buffers(module)
-        time_data = sums.pop("time_data")
         sums = dict(zip(sums, distributed.all_reduce_sum(list(sums.values())), strict=True))  # over all ranks
         sums["steps"] = int(sums["steps"]) // distributed.world_size()  # a step is one global batch
         seen, steps = max(int(sums.pop("seen")), 1), sums.pop("steps")
