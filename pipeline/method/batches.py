@@ -84,14 +84,10 @@ class Batches:
         self.across_ranks = across_ranks  # False: the caller passes this rank's positions already
         self.positions = np.arange(len(split)) if positions is None else np.asarray(positions, dtype=np.int64)
         self.workers, self.pin_memory = workers, pin_memory
-        if resident is None:
-            self.batches, self.base_seed = global_batches(len(self.positions), batch_size, shuffle=shuffle,
-                                                          generator=generator, drop_last=drop_last)
-        else:
-            # The resident path's augmentation draws from its own generator, seeded from the pass's
-            # generator (or the epoch's re-seeded global RNG): the same on every rank and on a resume.
-            self.batches, self.augment_seed = global_batches(len(self.positions), batch_size, shuffle=shuffle,
-                                                             generator=generator, drop_last=drop_last)
+        # The pass's seed (from its generator, or the epoch's re-seeded global RNG: the same on every
+        # rank and on a resume) seeds the DataLoader's workers, or the resident path's augmentation.
+        self.batches, self.seed = global_batches(len(self.positions), batch_size, shuffle=shuffle,
+                                                 generator=generator, drop_last=drop_last)
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -114,10 +110,10 @@ class Batches:
         offset = distributed.rank() * max(self.workers, 1) if self.across_ranks else 0
         return DataLoader(dataset, batch_sampler=local, num_workers=self.workers, pin_memory=self.pin_memory,
                           persistent_workers=False, generator=torch.Generator(),
-                          worker_init_fn=SeedWorker(self.base_seed, offset) if self.workers else None)
+                          worker_init_fn=SeedWorker(self.seed, offset) if self.workers else None)
 
     def _resident(self) -> Iterator[tuple[object, torch.Tensor]]:
-        generator = torch.Generator().manual_seed(self.augment_seed)
+        generator = torch.Generator().manual_seed(self.seed)
         for batch in self.batches:
             params = batch_augment.draw_views(self.transform, len(batch), generator)  # for the global batch
             local, rows = self._local(batch)
