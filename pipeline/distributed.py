@@ -73,12 +73,17 @@ def shard(n: int, part: int | None = None, parts: int | None = None) -> slice:
     return slice(start, start + base + (1 if part < extra else 0))
 
 
+def _collective_device(default: torch.device) -> torch.device:
+    """Where a collective's tensors must live: this rank's GPU under NCCL, else `default`."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else default
+
+
 def all_gather_rows(local: torch.Tensor) -> torch.Tensor:
     """Every rank's `local` rows concatenated in rank order (shares may differ by one row)."""
     if not active():
         return local
     home = local.device
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else home
+    device = _collective_device(home)
     local = local.to(device)
     sizes = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(world_size())]
     dist.all_gather(sizes, torch.tensor([len(local)], device=device))
@@ -94,7 +99,7 @@ def all_reduce_sum(values: list[float]) -> list[float]:
     """The sums of `values` over all ranks (per-epoch counts and loss sums)."""
     if not active():
         return values
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    device = _collective_device(torch.device("cpu"))
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return tensor.cpu().tolist()
@@ -114,8 +119,7 @@ def broadcast_array(array: np.ndarray) -> np.ndarray:
         return array
     as_bytes = array.dtype == np.bool_  # gloo has no bool tensors
     tensor = torch.from_numpy(np.ascontiguousarray(array.astype(np.uint8) if as_bytes else array)).clone()
-    if dist.get_backend() == "nccl":
-        tensor = tensor.cuda()
+    tensor = tensor.to(_collective_device(tensor.device))
     dist.broadcast(tensor, src=0)
     out = tensor.cpu().numpy()
     return out.astype(bool) if as_bytes else out

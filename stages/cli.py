@@ -44,7 +44,9 @@ def _training(root: Path, params: Path, cell: str, stage: str) -> None:
     ctx = _context(root, params, cell)
     processes = ctx.cell.runtime.processes
     if processes > 1 and not distributed.launched():
-        gpus = torch_cuda_count() if pick_device(ctx.cell.runtime).type == "cuda" else processes
+        import torch
+
+        gpus = torch.cuda.device_count() if pick_device(ctx.cell.runtime).type == "cuda" else processes
         if processes > gpus:
             raise UserError(f"runtime.processes is {processes} but this machine has {gpus} GPU(s); "
                             "lower it to one process per GPU")
@@ -57,11 +59,6 @@ def _training(root: Path, params: Path, cell: str, stage: str) -> None:
         os.execv(sys.executable, command)
     training.run(ctx, stage)
 
-
-def torch_cuda_count() -> int:
-    import torch
-
-    return torch.cuda.device_count()
 
 
 @app.command()
