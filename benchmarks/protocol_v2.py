@@ -115,6 +115,9 @@ TRIALS = {
                                          "fixmatch_ratio": 0.5}},
     "all-data-ema-gmm": {"method": {"warmup_set": "all", "selection_model": "ema", "loss_filter": "gmm"}},
     "all-data-ema-lof105": {"method": {"warmup_set": "all", "selection_model": "ema", "lof_threshold": 1.05}},
+    # GLC forward correction (aimed at asymmetric noise): an all-data warm-up, T read off the
+    # verified seed, and the samples outside G learnt through T.
+    "all-data-forward": {"method": {"warmup_set": "all", "semi_supervised": "forward", "fixmatch_ratio": 0.5}},
     "ce": CE,
     "seedless-paper": {"noise": {"init": "all"}},
     "seedless": SEEDLESS,
