@@ -55,7 +55,9 @@ def create(directory: Path, params_file: Path, project: Path = PROJECT) -> Path:
         _run(["git", "init", "-q"], directory)
     if not (directory / ".dvc").exists():
         _run([sys.executable, "-m", "dvc", "init", "-q"], directory)
-        _run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], directory)
+        # What `dvc config core.analytics false` writes into the fresh, empty config, without a
+        # second DVC process (a few seconds of imports on a small machine).
+        (directory / ".dvc" / "config").write_text("[core]\n    analytics = false\n")
     commit(directory, f"mtadcs workspace: {params_file.name} on code {_source_commit(project)}")
     return directory
 
@@ -105,8 +107,9 @@ def _anchor_data_paths(text: str, project: Path) -> str:
 
 
 def repro(directory: Path, *targets: str) -> None:
-    """Create the MLflow store once, then `dvc repro` (output streams to the terminal)."""
-    _run([sys.executable, "-m", "stages.cli", "prepare-tracking"], directory)
+    """`dvc repro` (output streams to the terminal). The stages run one at a time, and the
+    first creates the MLflow store under its lock (`mtadcs prepare-tracking` does it ahead
+    of parallel work such as a queue with several workers)."""
     _run([sys.executable, "-m", "dvc", "repro", *targets], directory)
 
 
