@@ -31,8 +31,9 @@ from benchmarks.cifar10_5k import machine  # noqa: E402
 from pipeline.config import parse_params, resolve_cell  # noqa: E402
 from pipeline.data.datasets import load_dataset  # noqa: E402
 from pipeline.data.noise import make_noisy_labels  # noqa: E402
+from pipeline.files import write_text_atomic  # noqa: E402
 from pipeline.method import engine  # noqa: E402
-from pipeline.runtime import Progress, write_text_atomic  # noqa: E402
+from pipeline.runtime import Progress  # noqa: E402
 
 log = logging.getLogger("data_path")
 SHARED_DATA = PROJECT.parent / "shared/data/cifar10_subset.npz"

@@ -42,7 +42,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
 from pipeline.faults import POINTS  # noqa: E402
-from pipeline.runtime import write_text_atomic  # noqa: E402
+from pipeline.files import write_text_atomic  # noqa: E402
 from pipeline.tracking import workspace  # noqa: E402
 
 CELL = "fi"

@@ -219,7 +219,7 @@ def markdown(records: list[dict]) -> str:
 
 
 def write_table(records: list[dict]) -> None:
-    from pipeline.runtime import write_text_atomic
+    from pipeline.files import write_text_atomic
 
     write_text_atomic(RESULTS.with_suffix(".md"), markdown(records))
 

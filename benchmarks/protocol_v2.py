@@ -52,9 +52,9 @@ sys.path.insert(0, str(PROJECT))
 from benchmarks.cifar10_5k import machine  # noqa: E402
 from pipeline.config import CellConfig, parse_params, resolve_cell  # noqa: E402
 from pipeline.data.noise import make_noisy_labels  # noqa: E402
+from pipeline.files import atomic_path  # noqa: E402
 from pipeline.layout import CellPaths  # noqa: E402
 from pipeline.method import engine  # noqa: E402
-from pipeline.runtime import atomic_path  # noqa: E402
 from stages import noise as noise_stage  # noqa: E402
 from stages.common import CODE_ROOT, StageContext, digest, load_data, load_labels  # noqa: E402
 from stages.evaluate import final_confidence_set  # noqa: E402

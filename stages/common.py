@@ -18,11 +18,10 @@ from pipeline import distributed
 from pipeline.config import CellConfig, cell_identity, load_params, resolve_cell
 from pipeline.data.datasets import Dataset, load_dataset
 from pipeline.data.noise import read_label_file
+from pipeline.files import atomic_path, write_text_atomic
 from pipeline.layout import NOT_RUN, CellPaths, home_root
 from pipeline.method.engine import TrainingLabels
-from pipeline.runtime import atomic_path, write_text_atomic
 from pipeline.tracking import mlflow_runs, provenance
-from pipeline.tracking.workspace import SOURCE_COMMIT
 
 log = logging.getLogger(__name__)
 CODE_ROOT = Path(__file__).resolve().parents[1]  # the directory holding pipeline/ and stages/
@@ -146,15 +145,6 @@ VARIANT_FIELDS = ("warmup_set", "selection_model", "semi_supervised", "loss_filt
                   "removal_patience", "min_class_keep")
 
 
-def code_commit(root: Path) -> str:
-    """The commit of the code that runs: the project's HEAD, or in a quickstart workspace
-    (whose own repo has no commits) the project commit it was made from."""
-    snapshot = root / SOURCE_COMMIT
-    if snapshot.exists():
-        return snapshot.read_text().strip()
-    return provenance.git_commit(root) or "unknown"
-
-
 @contextlib.contextmanager
 def stage_run(ctx: StageContext, stage: str, labels_file: Path | None = None) -> Iterator[mlflow_runs.StageRun]:
     """The MLflow child run of this stage under the cell's parent run, with params and tags."""
@@ -162,7 +152,7 @@ def stage_run(ctx: StageContext, stage: str, labels_file: Path | None = None) ->
     uri = mlflow_runs.default_tracking_uri(ctx.root)
     labels_digest = provenance.file_digest(labels_file or ctx.paths.labels) if t.enabled else ""
     tags = cell_tags(ctx.cell) | {
-        "git_commit": code_commit(ctx.root),
+        "git_commit": provenance.code_commit(ctx.root),
         "dvc_lock": provenance.dvc_lock_digest(ctx.root, f"{stage}@{ctx.cell.name}") or "none",
     }
     cell_params = ctx.cell.model_dump(mode="json", exclude=CELL_PARAMS_EXCLUDED)

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import cell_identity
+from pipeline.files import atomic_path
 from pipeline.method import engine
 from pipeline.method.engine import CHECKPOINT
 from pipeline.method.selection import confidence_set_quality, per_class_recall
-from pipeline.runtime import atomic_path
 from stages import label_issues
 from stages.common import NOT_RUN, StageContext, is_not_run, load_data, load_labels, stage_run, write_json
 

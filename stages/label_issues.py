@@ -24,9 +24,9 @@ from pipeline.config import CellConfig
 from pipeline.data.datasets import Dataset
 from pipeline.data.trace_store import read_traces
 from pipeline.errors import UserError
+from pipeline.files import atomic_path
 from pipeline.method import engine
 from pipeline.method.engine import CHECKPOINT, TrainingLabels
-from pipeline.runtime import atomic_path
 from stages.common import NOT_RUN, StageContext, is_not_run, load_data, load_labels, write_json
 
 

@@ -8,7 +8,7 @@ from pipeline.config import cell_identity, load_params, resolve_cell
 from pipeline.layout import CellPaths, reports_dir
 from pipeline.report import write_report
 from pipeline.tracking import mlflow_runs
-from stages.common import code_commit
+from pipeline.tracking.provenance import code_commit
 
 
 def run(root: Path, params_file: Path) -> list[Path]:

@@ -40,7 +40,7 @@ TRAINING_CODE = (
     "pipeline/method/outside_g.py", "pipeline/method/batch_augment.py", "pipeline/method/batches.py",
     "pipeline/distributed.py",
     "pipeline/data/trace_store.py", "pipeline/data/datasets.py", "pipeline/data/noise.py", "pipeline/runtime.py",
-    "pipeline/config.py", "pipeline/errors.py", "pipeline/layout.py", "pipeline/faults.py", "stages/training.py",
+    "pipeline/files.py", "pipeline/config.py", "pipeline/errors.py", "pipeline/layout.py", "pipeline/faults.py", "stages/training.py",
     "stages/common.py",
 )
 PREVIOUS = {"warmup": None, "train": "warmup", "finetune": "train"}

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from pipeline.runtime import atomic_path
+from pipeline.files import atomic_path
 
 
 def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path) -> None:

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import UserError
-from pipeline.runtime import atomic_path
+from pipeline.files import atomic_path
 
 logger = logging.getLogger(__name__)
 

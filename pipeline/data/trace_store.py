@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import faults
-from pipeline.runtime import atomic_path
+from pipeline.files import atomic_path
 
 TRACE_COLUMNS = (
     "index", "given_label", "label", "pred", "in_G", "lof_score",

@@ -39,6 +39,7 @@ from pipeline.config import CellConfig
 from pipeline.data import trace_store
 from pipeline.data.datasets import Dataset, Split
 from pipeline.errors import UserError
+from pipeline.files import atomic_path
 from pipeline.method import augment, batch_augment
 from pipeline.method.batches import Batches, ResidentSplit
 from pipeline.method.contrastive import (
@@ -59,7 +60,7 @@ from pipeline.method.selection import (
     gmm_clean_mask,
     update_confidence_set,
 )
-from pipeline.runtime import Progress, atomic_path, configure, show_bar
+from pipeline.runtime import Progress, configure, show_bar
 
 log = logging.getLogger(__name__)
 

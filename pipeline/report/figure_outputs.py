@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.data import trace_store
+from pipeline.files import atomic_path
 from pipeline.report.figure_cells import FigureCells
 from pipeline.report.figures import figure4, figure5a, figure5b, figure_explaining_absence
 from pipeline.report.inputs import CellResult
@@ -26,7 +27,6 @@ from pipeline.report.trace_stats import (
     choose_epochs,
     occurrence_threshold,
 )
-from pipeline.runtime import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from pipeline.files import atomic_path
 from pipeline.report.trace_stats import (
     CATEGORIES,
     CLEAN_EASY,
@@ -30,7 +31,6 @@ from pipeline.report.trace_stats import (
     selection_counts,
     times_in_g,
 )
-from pipeline.runtime import atomic_path
 
 DPI = 120
 CATEGORY_COLOURS = {CLEAN_HARD: "C0", MISLABELED_HARD: "C1", CLEAN_EASY: "C2", MISLABELED_EASY: "C3",

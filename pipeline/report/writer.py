@@ -9,12 +9,12 @@ from typing import Any
 import pandas as pd
 
 from pipeline.config import CellIdentity
+from pipeline.files import atomic_path, write_text_atomic
 from pipeline.report.figure_cells import FigureCells, default_figure_cells
 from pipeline.report.figure_outputs import draw_figures, dvc_plot_data
 from pipeline.report.inputs import load_cell_metrics, load_cells, load_paper_tables
 from pipeline.report.markdown import render_markdown
 from pipeline.report.tables import cells_table, label_issues_table, paper_tables, project_table
-from pipeline.runtime import atomic_path, write_text_atomic
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> Path:

@@ -66,3 +66,14 @@ def _dvc_lock_entry(lock: Path, stage_name: str) -> dict | None:
     stages = data.get("stages", {}) if "schema" in data else data  # schema 1 had stages at the top
     entry = stages.get(stage_name) if isinstance(stages, dict) else None
     return entry if isinstance(entry, dict) else None
+
+
+def code_commit(root: Path) -> str:
+    """The commit of the code that runs: the project's HEAD, or in a quickstart workspace
+    (whose own repo has no commits) the project commit it was made from."""
+    from pipeline.tracking.workspace import SOURCE_COMMIT
+
+    snapshot = root / SOURCE_COMMIT
+    if snapshot.exists():
+        return snapshot.read_text().strip()
+    return git_commit(root) or "unknown"
