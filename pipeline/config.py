@@ -154,6 +154,11 @@ class MethodConfig(Section):
     # the samples carrying its label.
     removal_patience: int = Field(1, ge=1)
     min_class_keep: float = Field(0.0, ge=0.0, le=1.0)
+    # Without a verified seed: after the warm-up on S, G restarts from the k samples of each label
+    # that the warm-up model gives the highest probability for that label (a seed the model picks
+    # itself), and grows by Eq. 2-3 as from a verified one. 0: the paper's real-noise rule (G = S,
+    # pruned by removal).
+    self_seed_per_class: int = Field(0, ge=0)
     keep_verified: bool = True  # the verified initial subset (simulated noise) is never removed or relabelled
     # Algorithm 1 ends with Eq. 7, so labels corrected in the last round would leave G for good;
     # true runs Eq. 2-3 once more after it so they can reach fine-tuning (false: the paper's order).

@@ -740,3 +740,33 @@ def test_forward_correction_without_a_verified_seed_is_a_user_error(tmp_path, da
     cell = make_cell(method={"warmup_set": "all", "semi_supervised": "forward"})
     with pytest.raises(UserError, match="no verified seed|has none"):
         engine.run_warmup(cell, data, labels, tmp_path)  # the fixture's labels are not a verified seed
+
+
+def test_self_seed_restarts_G_from_each_labels_most_confident_samples(tmp_path, data, labels) -> None:
+    """Without a verified seed G is all of S; with self_seed_per_class the opening selection starts
+    from k samples per label instead. Removal and LOF are off, so the opening G is the seed plus
+    the samples whose prediction agrees with their label: every label keeps at least k members,
+    and the planted twins (half of them disagree, all under one label) cannot all be in it."""
+    seedless = engine.TrainingLabels(given=labels.given, clean=labels.clean, init_G=np.ones_like(labels.init_G))
+    k = 3
+    cell = make_cell(method={"self_seed_per_class": k, "removal": False, "lof": False})
+    engine.run_warmup(cell, data, seedless, tmp_path / "w")  # on all of S, as a seedless run warms up
+    warm = tmp_path / "w" / engine.CHECKPOINT
+    seen: list[dict] = []
+    with pytest.raises(Interrupted):
+        engine.run_train(cell, data, seedless, warm, tmp_path / "t", on_epoch=record_then_stop(seen))
+    opening = trace_frame(tmp_path / "t" / "epochs").query(f"epoch == {T_P}")
+    in_G, label, pred = opening["in_G"].to_numpy(), opening["label"].to_numpy(), opening["pred"].to_numpy()
+    assert seen[0]["G_size"] == in_G.sum() < N_TRAIN
+    assert all(in_G[label == c].sum() >= k for c in range(K))
+    assert (in_G & (pred != label)).sum() <= k * K  # only seed members may disagree
+    paper = make_cell(method={"removal": False, "lof": False})
+    with pytest.raises(Interrupted):
+        engine.run_train(paper, data, seedless, warm, tmp_path / "p", on_epoch=record_then_stop(seen))
+    assert seen[1]["G_size"] == N_TRAIN  # the paper's real-noise rule: G stays S
+
+
+def test_self_seed_with_a_verified_seed_is_a_user_error(tmp_path, data, labels, warm) -> None:
+    verified = engine.TrainingLabels(given=labels.given, clean=labels.clean, init_G=labels.init_G, verified=True)
+    with pytest.raises(UserError, match="self_seed_per_class"):
+        engine.run_train(make_cell(method={"self_seed_per_class": 2}), data, verified, warm, tmp_path)

@@ -367,3 +367,15 @@ def test_per_class_recall_shows_a_class_that_selection_emptied() -> None:
     recall = per_class_recall(in_G, labels, clean, 3)
     np.testing.assert_allclose(recall[:2], [2 / 3, 0.0])
     assert np.isnan(recall[2])
+
+
+def test_confident_per_class_takes_each_labels_most_probable_and_all_of_a_small_class() -> None:
+    from pipeline.method.selection import confident_per_class
+
+    labels = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2])
+    prob = np.array([0.2, 0.9, 0.5, 0.9, 0.1, 0.3, 0.6, 0.7, 0.8])
+    chosen = confident_per_class(prob, labels, 4, per_class=2)
+    # class 0: the two 0.9s (a tie: both taken); class 1 has only 2; class 2: 0.8 and 0.7; class 3: none
+    np.testing.assert_array_equal(np.flatnonzero(chosen), [1, 3, 4, 5, 7, 8])
+    tie = confident_per_class(np.array([0.5, 0.5, 0.5]), np.array([0, 0, 0]), 1, per_class=1)
+    np.testing.assert_array_equal(tie, [True, False, False])  # ties go to the lower position

@@ -57,6 +57,7 @@ from pipeline.method.outside_g import estimate_transition, fixmatch_loss, forwar
 from pipeline.method.selection import (
     SelectionResult,
     confidence_set_quality,
+    confident_per_class,
     gmm_clean_mask,
     update_confidence_set,
 )
@@ -636,6 +637,9 @@ def run_warmup(cell: CellConfig, data: Dataset, labels: TrainingLabels, out_dir:
 
 
 def _check_labels_fit(cell: CellConfig, labels: TrainingLabels) -> None:
+    if cell.method.self_seed_per_class and labels.verified:
+        raise UserError("method.self_seed_per_class picks a seed for runs without one, and this run has a verified "
+                        "seed (noise.init verified); set it to 0, or noise.init to all")
     if cell.method.semi_supervised == "forward" and not labels.verified:
         raise UserError("method.semi_supervised 'forward' estimates its transition matrix on the verified seed, and "
                         "this run has none (noise.init all, real noise or your own labels); use 'fixmatch' or 'none'")
@@ -677,6 +681,8 @@ def run_train(cell: CellConfig, data: Dataset, labels: TrainingLabels, warmup_ch
         if distributed.is_main():
             trace_store.drop_epochs_after(traces, -1)
         with Progress(False, "", 0) as quiet:
+            if m.self_seed_per_class:
+                trainer.set_confidence_set(_self_seed(trainer, quiet))  # no verified seed: the model picks one
             record = _select(trainer, labels, quiet, traces, correct=False)
         _finish_epoch(trainer, record, out_dir / CHECKPOINT, fingerprint, quiet, on_epoch)
     if distributed.is_main():
@@ -749,6 +755,21 @@ def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces
             **_quality(trainer, labels.clean)}
 
 
+def _self_seed(trainer: Trainer, progress: Progress) -> np.ndarray:
+    """method.self_seed_per_class: the warm-up model's most confident samples of each label."""
+    m = trainer.cell.method
+    ext = trainer.extract(trainer.data.train, trainer.cell.runtime.eval_batch_size, progress,
+                          ema=m.selection_model == "ema")
+    chosen = confident_per_class(_label_prob(ext, trainer.labels), trainer.labels, trainer.data.num_classes,
+                                 m.self_seed_per_class)
+    return distributed.broadcast_array(chosen)
+
+
+def _label_prob(ext: Extraction, labels: np.ndarray) -> np.ndarray:
+    """Each sample's predicted probability for its current label."""
+    return ext.logits.softmax(1)[torch.arange(len(labels)), torch.as_tensor(labels)].numpy()
+
+
 def _select_and_remove(trainer: Trainer, ext: Extraction, preds: np.ndarray,
                        protected: np.ndarray | None) -> SelectionResult:
     m = trainer.cell.method
@@ -760,7 +781,7 @@ def _select_and_remove(trainer: Trainer, ext: Extraction, preds: np.ndarray,
     removable = streak >= m.removal_patience if m.removal_patience > 1 else None
     label_prob = None
     if m.min_class_keep > 0:
-        label_prob = ext.logits.softmax(1)[torch.arange(len(preds)), torch.as_tensor(trainer.labels)].numpy()
+        label_prob = _label_prob(ext, trainer.labels)
     clean = None
     if m.loss_filter == "gmm":
         losses = F.cross_entropy(ext.logits, torch.as_tensor(trainer.labels), reduction="none").numpy()

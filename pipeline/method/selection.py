@@ -232,6 +232,18 @@ def gmm_clean_mask(losses: np.ndarray, labels: np.ndarray, num_classes: int, *, 
     return clean
 
 
+def confident_per_class(label_prob: np.ndarray, labels: np.ndarray, num_classes: int, per_class: int) -> np.ndarray:
+    """The `per_class` samples of each label with the highest probability for their label (all
+    of a label's samples when it has fewer; ties go to the lower position)."""
+    label_prob, labels = np.asarray(label_prob), np.asarray(labels)
+    chosen = np.zeros(len(labels), dtype=bool)
+    for c in range(num_classes):
+        rows = np.flatnonzero(labels == c)
+        order = np.argsort(-label_prob[rows], kind="stable")
+        chosen[rows[order[:per_class]]] = True
+    return chosen
+
+
 def update_confidence_set(
     in_G: np.ndarray,
     features: Features,
