@@ -121,6 +121,9 @@ TRIALS = {
     "ce": CE,
     "seedless-paper": {"noise": {"init": "all"}},
     "seedless": SEEDLESS,
+    # No verified seed, G restarted after the warm-up from the 100 most confident samples per label
+    # (as many as the verified seed has), then grown by Eq. 2-3 with the paper's removal.
+    "seedless-selfseed": {"noise": {"init": "all"}, "method": {"self_seed_per_class": 100, "selection_model": "ema"}},
 }
 
 
