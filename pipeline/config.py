@@ -200,6 +200,9 @@ class MethodConfig(Section):
         if self.semi_supervised != "none" and self.keeps_all:
             raise ValueError(f"method.semi_supervised {self.semi_supervised!r} needs lof or confidence_set on "
                              "(G = S leaves nothing outside G)")
+        if self.self_seed_per_class and not self.confidence_set:
+            raise ValueError("method.self_seed_per_class needs confidence_set on: without it G is all of S or "
+                             "rebuilt every epoch, so a seed would be the whole training set or thrown away")
         if self.semi_supervised == "forward" and self.warmup_set != "all":
             raise ValueError("method.semi_supervised 'forward' needs warmup_set 'all': the transition matrix is "
                              "read off a model trained on the noisy labels")
@@ -330,6 +333,13 @@ class CellConfig(Section):
     runtime: RuntimeConfig
     tracking: TrackingConfig
 
+    @model_validator(mode="after")
+    def _one_seed(self) -> CellConfig:
+        if self.method.self_seed_per_class and self.noise.seeded:
+            raise ValueError("method.self_seed_per_class picks a seed for runs without one, and noise.init "
+                             "'verified' gives one; set it to 0, or noise.init to all")
+        return self
+
 
 @dataclass(frozen=True)
 class CellIdentity:
@@ -423,7 +433,10 @@ def resolve_cell(params: Params, name: str) -> CellConfig:
             raise UserError(f"{_describe_error(err, f'runs.{name}.{section}')}") from None
         except TypeError:
             raise UserError(f"runs.{name}.{section}: expected a mapping of keys") from None
-    return CellConfig(**merged)
+    try:
+        return CellConfig(**merged)
+    except ValidationError as err:  # a check across sections
+        raise UserError(_describe_error(err, f"runs.{name}")) from None
 
 
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:

@@ -31,3 +31,12 @@ def test_a_params_typo_is_one_line_and_exit_2(tmp_path) -> None:
 def test_an_unknown_option_is_a_usage_error() -> None:
     out = mtadcs("noise", "--no-such-option")
     assert out.returncode == 2 and "No such option" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_report_stage_starts_without_torch_or_the_engine() -> None:
+    """The report runs once per `dvc repro`; importing torch and torchvision costs it ~8 s here."""
+    code = ("import sys, stages.cli, stages.report; "
+            "print(sorted({'torch', 'torchvision', 'pipeline.method.engine'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

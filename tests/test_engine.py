@@ -746,10 +746,11 @@ def test_self_seed_restarts_G_from_each_labels_most_confident_samples(tmp_path, 
     """Without a verified seed G is all of S; with self_seed_per_class the opening selection starts
     from k samples per label instead. Removal and LOF are off, so the opening G is the seed plus
     the samples whose prediction agrees with their label: every label keeps at least k members,
-    and the planted twins (half of them disagree, all under one label) cannot all be in it."""
+    and only seed members may disagree. The planted twins guarantee some disagreement (half of
+    them, all under one label, so at most k of them in the seed), hence G < S."""
     seedless = engine.TrainingLabels(given=labels.given, clean=labels.clean, init_G=np.ones_like(labels.init_G))
     k = 3
-    cell = make_cell(method={"self_seed_per_class": k, "removal": False, "lof": False})
+    cell = make_cell(noise={"init": "all"}, method={"self_seed_per_class": k, "removal": False, "lof": False})
     engine.run_warmup(cell, data, seedless, tmp_path / "w")  # on all of S, as a seedless run warms up
     warm = tmp_path / "w" / engine.CHECKPOINT
     seen: list[dict] = []
@@ -760,13 +761,14 @@ def test_self_seed_restarts_G_from_each_labels_most_confident_samples(tmp_path, 
     assert seen[0]["G_size"] == in_G.sum() < N_TRAIN
     assert all(in_G[label == c].sum() >= k for c in range(K))
     assert (in_G & (pred != label)).sum() <= k * K  # only seed members may disagree
-    paper = make_cell(method={"removal": False, "lof": False})
+    paper = make_cell(noise={"init": "all"}, method={"removal": False, "lof": False})
     with pytest.raises(Interrupted):
         engine.run_train(paper, data, seedless, warm, tmp_path / "p", on_epoch=record_then_stop(seen))
     assert seen[1]["G_size"] == N_TRAIN  # the paper's real-noise rule: G stays S
 
 
-def test_self_seed_with_a_verified_seed_is_a_user_error(tmp_path, data, labels, warm) -> None:
-    verified = engine.TrainingLabels(given=labels.given, clean=labels.clean, init_G=labels.init_G, verified=True)
-    with pytest.raises(UserError, match="self_seed_per_class"):
-        engine.run_train(make_cell(method={"self_seed_per_class": 2}), data, verified, warm, tmp_path)
+def test_self_seed_is_refused_with_a_verified_seed_or_without_a_confidence_set() -> None:
+    with pytest.raises(UserError, match="self_seed_per_class picks a seed for runs without one"):
+        make_cell(method={"self_seed_per_class": 2})  # noise.init verified: the seed exists
+    with pytest.raises(UserError, match="self_seed_per_class needs confidence_set"):
+        make_cell(noise={"init": "all"}, method={"self_seed_per_class": 2, "lof": False, "confidence_set": False})

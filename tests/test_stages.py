@@ -90,3 +90,6 @@ def test_the_switch_set_tag_names_the_papers_row_and_each_variant_turned_on(tmp_
     seedless = _context(tmp_path, {"dataset": "digits"}, {"kind": "sym", "rate": 0.5, "init": "all"},
                         method={"selection_model": "ema", "removal_patience": 3, "lof": False})
     assert switch_set(seedless.cell) == "CS+SR+CL+Mixup+LC (selection_model=ema, removal_patience=3, init=all)"
+    self_seeded = _context(tmp_path, {"dataset": "digits"}, {"kind": "sym", "rate": 0.5, "init": "all"},
+                           method={"self_seed_per_class": 100})
+    assert switch_set(self_seeded.cell) == "MTaDCS (full) (self_seed_per_class=100, init=all)"

@@ -637,9 +637,6 @@ def run_warmup(cell: CellConfig, data: Dataset, labels: TrainingLabels, out_dir:
 
 
 def _check_labels_fit(cell: CellConfig, labels: TrainingLabels) -> None:
-    if cell.method.self_seed_per_class and labels.verified:
-        raise UserError("method.self_seed_per_class picks a seed for runs without one, and this run has a verified "
-                        "seed (noise.init verified); set it to 0, or noise.init to all")
     if cell.method.semi_supervised == "forward" and not labels.verified:
         raise UserError("method.semi_supervised 'forward' estimates its transition matrix on the verified seed, and "
                         "this run has none (noise.init all, real noise or your own labels); use 'fixmatch' or 'none'")
