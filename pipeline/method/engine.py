@@ -678,9 +678,11 @@ def run_train(cell: CellConfig, data: Dataset, labels: TrainingLabels, warmup_ch
         if distributed.is_main():
             trace_store.drop_epochs_after(traces, -1)
         with Progress(False, "", 0) as quiet:
-            if m.self_seed_per_class:
-                trainer.set_confidence_set(_self_seed(trainer, quiet))  # no verified seed: the model picks one
-            record = _select(trainer, labels, quiet, traces, correct=False)
+            ext = None
+            if m.self_seed_per_class:  # no verified seed: the model picks one (its pass over S serves both)
+                ext = _extract_for_selection(trainer, quiet)
+                trainer.set_confidence_set(_self_seed(trainer, ext))
+            record = _select(trainer, labels, quiet, traces, correct=False, ext=ext)
         _finish_epoch(trainer, record, out_dir / CHECKPOINT, fingerprint, quiet, on_epoch)
     if distributed.is_main():
         trace_store.drop_epochs_after(traces, trainer.epoch)  # partial epochs of a killed run
@@ -711,8 +713,10 @@ def _warn_if_correction_cannot_flip(cell: CellConfig) -> None:
                     rounds, reachable, cell.method.lc_gamma)
 
 
-def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces: Path, *, correct: bool) -> dict:
-    """Extract → label correction (Eq. 7) → selection and removal (Eq. 2-3) → trace."""
+def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces: Path, *, correct: bool,
+            ext: Extraction | None = None) -> dict:
+    """Extract (unless `ext` is this model's pass over S already) → label correction (Eq. 7) →
+    selection and removal (Eq. 2-3) → trace."""
     cell, m = trainer.cell, trainer.cell.method
     if not m.uses_predictions:
         # Extracting f over S would only cost time (as much as the training step on CPU) and
@@ -721,8 +725,8 @@ def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces
         return {"phase": "train", "epoch": trainer.epoch, "selected": n, "removed": 0, "flipped": 0,
                 "test_top1": _test_top1(trainer), **_quality(trainer, labels.clean)}
     start = time.perf_counter()
-    ext = trainer.extract(trainer.data.train, cell.runtime.eval_batch_size, progress,
-                          ema=m.selection_model == "ema")
+    if ext is None:
+        ext = _extract_for_selection(trainer, progress)
     preds = ext.preds
     if m.semi_supervised == "forward" and trainer.transition is None and labels.verified:
         trainer.estimate_transition(ext.logits, labels.init_G)  # the all-data warm-up's model, once
@@ -752,13 +756,16 @@ def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces
             **_quality(trainer, labels.clean)}
 
 
-def _self_seed(trainer: Trainer, progress: Progress) -> np.ndarray:
+def _extract_for_selection(trainer: Trainer, progress: Progress) -> Extraction:
+    """f, z and logits over S from the model that selects (the student, or its EMA copy)."""
+    return trainer.extract(trainer.data.train, trainer.cell.runtime.eval_batch_size, progress,
+                           ema=trainer.cell.method.selection_model == "ema")
+
+
+def _self_seed(trainer: Trainer, ext: Extraction) -> np.ndarray:
     """method.self_seed_per_class: the warm-up model's most confident samples of each label."""
-    m = trainer.cell.method
-    ext = trainer.extract(trainer.data.train, trainer.cell.runtime.eval_batch_size, progress,
-                          ema=m.selection_model == "ema")
     chosen = confident_per_class(_label_prob(ext, trainer.labels), trainer.labels, trainer.data.num_classes,
-                                 m.self_seed_per_class)
+                                 trainer.cell.method.self_seed_per_class)
     return distributed.broadcast_array(chosen)
 
 
