@@ -17,7 +17,6 @@ import argparse
 import json
 import logging
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ import numpy as np
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
-from benchmarks.cifar10_5k import machine  # noqa: E402
+from benchmarks.protocol_v2 import provenance  # noqa: E402
 from pipeline.config import parse_params, resolve_cell  # noqa: E402
 from pipeline.data.datasets import load_dataset  # noqa: E402
 from pipeline.data.noise import make_noisy_labels  # noqa: E402
@@ -82,15 +81,6 @@ def one_round(trainer: engine.Trainer, views, args: argparse.Namespace, epoch: i
             "img_per_s": images / stats["time_train"], "augment_img_per_s": images / stats["time_data"]}
 
 
-def commit() -> str:
-    """The code commit that ran, marked dirty when tracked files differ from it."""
-    head = subprocess.run(["git", "-C", str(PROJECT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "-C", str(PROJECT), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
-    return f"{head}{'-dirty' if dirty else ''}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", choices=["auto", "cifar10-5k", "digits"], default="auto")
@@ -137,7 +127,7 @@ def main() -> None:
                 "per image); step_s: the rest of the epoch (forward, backward, update, key encoder, queue); "
                 "extract_s: one pass of feature extraction over the training set (what each selection epoch adds). "
                 "img_per_s counts training images per second of the training epoch.",
-        "command": "python " + " ".join(sys.argv), "commit": commit(), "machine": machine(),
+        **provenance(),  # command, code commit, machine, date
     }
     write_text_atomic(args.out, json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

@@ -60,7 +60,6 @@ def _training(root: Path, params: Path, cell: str, stage: str) -> None:
     training.run(ctx, stage)
 
 
-
 @app.command()
 def noise(cell: str = CELL, params: Path = PARAMS, root: Path = ROOT) -> None:
     """Generate the cell's noisy label file (data/labels/<cell>.parquet)."""
