@@ -138,6 +138,11 @@ TRIALS = {
     "seedless-cautious": {"noise": {"init": "all"}, "optim": {"warmup_epochs": 20},
                           "method": {"contrastive": False, "label_correction": False, "removal_patience": 3,
                                      "min_class_keep": 0.7, "selection_model": "ema"}},
+    # seedless-cautious without mixup: cross-entropy's training, with only the removal added, to
+    # see what the selection alone is worth when G starts as all of S.
+    "seedless-removal-only": {"noise": {"init": "all"}, "optim": {"warmup_epochs": 20},
+                              "method": {"contrastive": False, "mixup": False, "label_correction": False,
+                                         "removal_patience": 3, "min_class_keep": 0.7, "selection_model": "ema"}},
 }
 
 
