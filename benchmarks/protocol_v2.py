@@ -100,7 +100,7 @@ BEST: dict = {}
 # seedless trials on the sym 50 % validation split (protocol_v2_tuning.jsonl): seedless-removal-only,
 # 25.4 against 24.6 (seedless-cautious) and 14.7 (seedless-v2); CE scored 26.2. The first seedless
 # set (removal patience 3, 50 % class floor, EMA selection, the paper's losses) gave 43.8 test
-# top-1 at sym 50 % against CE's 50.9 (commit 1ef0b74's record).
+# top-1 at sym 50 % against CE's 50.9 (its record, code fc0bb2b, is kept as mtadcs-seedless-v1).
 SEEDLESS = {"noise": {"init": "all"}, "optim": {"warmup_epochs": 20},
             "method": {"contrastive": False, "mixup": False, "label_correction": False,
                        "removal_patience": 3, "min_class_keep": 0.7, "selection_model": "ema"}}
