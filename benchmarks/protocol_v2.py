@@ -200,12 +200,17 @@ def make_cell(sections: dict, name: str, data_path: Path, setting: str, steps_pe
 class WallClock:
     """Seconds a cell has run, summed over the processes that ran it: a cell killed (say, at
     the end of a session) and resumed from its checkpoints reports its whole wall time, not
-    the last process's. The total is saved after every epoch, beside the checkpoints."""
+    the last process's. The total is saved after every epoch, beside the checkpoints, with the
+    run's fingerprint: a cell that starts afresh (its configuration, labels or training code
+    changed, so no checkpoint matches) does not count the discarded run's seconds. A total
+    saved without a fingerprint (older runs) is counted."""
 
-    def __init__(self, out: Path) -> None:
-        self.file = out / "wall_seconds.json"
-        self.before = json.loads(self.file.read_text())["seconds"] if self.file.exists() else 0.0
-        self.started = time.perf_counter()
+    def __init__(self, out: Path, fingerprint: str = "", started: float | None = None) -> None:
+        self.file, self.fingerprint = out / "wall_seconds.json", fingerprint
+        saved = json.loads(self.file.read_text()) if self.file.exists() else {}
+        same_run = saved.get("fingerprint", fingerprint) == fingerprint
+        self.before = saved.get("seconds", 0.0) if same_run else 0.0
+        self.started = time.perf_counter() if started is None else started
 
     @property
     def seconds(self) -> float:
@@ -214,13 +219,13 @@ class WallClock:
     def save(self, _record: dict | None = None) -> None:
         self.file.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.file) as tmp:
-            Path(tmp).write_text(json.dumps({"seconds": self.seconds}))
+            Path(tmp).write_text(json.dumps({"seconds": self.seconds, "fingerprint": self.fingerprint}))
 
 
 def run_cell(cell: CellConfig, out: Path, budget: int = BUDGET) -> dict:
     """Noise, warm-up, MTaDCS epochs, fine-tune and evaluation as the stages run them, with the
     steps counted and checked against the budget; the CE cell is one plain phase."""
-    clock = WallClock(out)
+    started = time.perf_counter()
     ctx = StageContext(out, cell, CellPaths(out, cell.name))
     noise_stage.run(ctx)
     data = load_data(ctx)
@@ -234,6 +239,7 @@ def run_cell(cell: CellConfig, out: Path, budget: int = BUDGET) -> dict:
     # A killed cell resumes from its checkpoints; a changed configuration, label file or engine
     # code starts it afresh (as the DVC stages' fingerprints do).
     fp = digest(cell.model_dump(mode="json"), ctx.paths.labels, *[CODE_ROOT / name for name in TRAINING_CODE])
+    clock = WallClock(out, fp, started)
     histories = {"warmup": engine.run_warmup(cell, data, labels, out / "warmup", fingerprint=fp,
                                              on_epoch=clock.save).history}
     checkpoint, before = out / "warmup" / engine.CHECKPOINT, None

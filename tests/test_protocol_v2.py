@@ -95,6 +95,16 @@ def test_wall_clock_adds_up_the_processes_that_ran_a_cell(bench, tmp_path) -> No
     assert 100.0 <= second.seconds < 110.0
 
 
+def test_wall_clock_drops_the_seconds_of_a_run_that_was_discarded(bench, tmp_path) -> None:
+    first = bench.WallClock(tmp_path, "fingerprint-a")
+    first.before = 700.0  # a run killed part-way
+    first.save()
+    same = bench.WallClock(tmp_path, "fingerprint-a")  # resumes from its checkpoints
+    assert same.seconds >= 700.0
+    afresh = bench.WallClock(tmp_path, "fingerprint-b")  # code changed: no checkpoint matches
+    assert afresh.seconds < 10.0
+
+
 def test_a_method_with_the_configuration_of_a_finished_cell_reuses_its_run(bench, npz, tmp_path,
                                                                           monkeypatch) -> None:
     monkeypatch.setattr(bench, "RESULTS", tmp_path / "protocol_v2")
