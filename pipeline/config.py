@@ -151,9 +151,12 @@ class MethodConfig(Section):
     # Removal for runs without a verified seed. removal_patience: a member of G leaves only after
     # its prediction disagreed with its label this many selection rounds in a row (1: the paper's
     # single prediction); min_class_keep: removal never takes a class's G below this share of
-    # the samples carrying its label.
+    # the samples carrying its label; removal_max_prob: removal takes only members whose predicted
+    # probability for their label is below this (1: no limit, the paper), so a weak model's
+    # uncertain disagreements, which are mostly its own errors at low noise, do not empty G.
     removal_patience: int = Field(1, ge=1)
     min_class_keep: float = Field(0.0, ge=0.0, le=1.0)
+    removal_max_prob: float = Field(1.0, gt=0.0, le=1.0)
     # Without a verified seed: after the warm-up on S, G restarts from the k samples of each label
     # that the warm-up model gives the highest probability for that label (a seed the model picks
     # itself), and grows by Eq. 2-3 as from a verified one. 0: the paper's real-noise rule (G = S,

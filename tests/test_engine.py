@@ -736,6 +736,18 @@ def test_removal_patience_spares_a_single_disagreement_and_the_streak_survives_a
     np.testing.assert_array_equal(trainer.disagree_streak, streak)
 
 
+def test_removal_max_prob_spares_the_members_whose_label_is_not_unlikely(tmp_path, data, labels, warm) -> None:
+    """The opening selection removes at least TWINS/2 planted twins under the paper's rule; with a
+    ceiling no float32 softmax of this tiny model reaches (1e-30), removal may take none."""
+    seen: list[dict] = []
+    for name, method in (("paper", {}), ("ceiling", {"removal_max_prob": 1e-30})):
+        with pytest.raises(Interrupted):
+            engine.run_train(make_cell(method=method), data, labels, warm, tmp_path / name,
+                             on_epoch=record_then_stop(seen))
+    assert seen[0]["removed"] >= TWINS // 2
+    assert seen[1]["removed"] == 0
+
+
 def test_forward_correction_without_a_verified_seed_is_a_user_error(tmp_path, data, labels) -> None:
     cell = make_cell(method={"warmup_set": "all", "semi_supervised": "forward"})
     with pytest.raises(UserError, match="no verified seed|has none"):

@@ -379,3 +379,16 @@ def test_confident_per_class_takes_each_labels_most_probable_and_all_of_a_small_
     np.testing.assert_array_equal(np.flatnonzero(chosen), [1, 3, 4, 5, 7, 8])
     tie = confident_per_class(np.array([0.5, 0.5, 0.5]), np.array([0, 0, 0]), 1, per_class=1)
     np.testing.assert_array_equal(tie, [True, False, False])  # ties go to the lower position
+
+
+def test_removable_mask_combines_the_moving_trace_with_a_label_probability_ceiling() -> None:
+    from pipeline.method.selection import removable_mask
+
+    streak = np.array([3, 3, 1, 0])
+    prob = np.array([0.01, 0.3, 0.01, 0.9])
+    assert removable_mask(streak, 1) is None  # the paper: no limit
+    np.testing.assert_array_equal(removable_mask(streak, 3), [True, True, False, False])
+    np.testing.assert_array_equal(removable_mask(streak, 1, prob, 0.05), [True, False, True, False])
+    np.testing.assert_array_equal(removable_mask(streak, 3, prob, 0.05), [True, False, False, False])
+    with pytest.raises(ValueError, match="label_prob"):
+        removable_mask(streak, 1, None, 0.05)

@@ -59,6 +59,7 @@ from pipeline.method.selection import (
     confidence_set_quality,
     confident_per_class,
     gmm_clean_mask,
+    removable_mask,
     update_confidence_set,
 )
 from pipeline.runtime import Progress, configure, show_bar
@@ -782,10 +783,10 @@ def _select_and_remove(trainer: Trainer, ext: Extraction, preds: np.ndarray,
     if backend == "torch":
         space = torch.from_numpy(space).to(trainer.device)  # LOF on the GPU when there is one
     streak = trainer.note_predictions(preds)
-    removable = streak >= m.removal_patience if m.removal_patience > 1 else None
     label_prob = None
-    if m.min_class_keep > 0:
+    if m.min_class_keep > 0 or m.removal_max_prob < 1:
         label_prob = _label_prob(ext, trainer.labels)
+    removable = removable_mask(streak, m.removal_patience, label_prob, m.removal_max_prob)
     clean = None
     if m.loss_filter == "gmm":
         losses = F.cross_entropy(ext.logits, torch.as_tensor(trainer.labels), reduction="none").numpy()

@@ -336,6 +336,20 @@ def update_confidence_set(
     return SelectionResult(selected=selected, removed=removed, lof_score=scores, in_G=new_G)
 
 
+def removable_mask(streak: np.ndarray, patience: int, label_prob: np.ndarray | None = None,
+                   max_prob: float = 1.0) -> np.ndarray | None:
+    """What Eq. 3's removal may take: members whose prediction has disagreed with their label
+    ``patience`` rounds in a row, and whose probability for their label is below ``max_prob``.
+    None when neither limit is on (the paper's rule: any disagreeing member)."""
+    mask = np.asarray(streak) >= patience if patience > 1 else None
+    if max_prob < 1:
+        if label_prob is None:
+            raise ValueError("removable_mask: max_prob < 1 needs label_prob")
+        unlikely = np.asarray(label_prob) < max_prob
+        mask = unlikely if mask is None else mask & unlikely
+    return mask
+
+
 def cap_removal_per_class(removed: np.ndarray, in_G: np.ndarray, labels: np.ndarray, num_classes: int,
                           keep_share: float, priority: np.ndarray | None = None) -> np.ndarray:
     """The removals that leave every class's G with at least ceil(keep_share x |class in S|)
