@@ -153,7 +153,8 @@ class MethodConfig(Section):
     # single prediction); min_class_keep: removal never takes a class's G below this share of
     # the samples carrying its label; removal_max_prob: removal takes only members whose predicted
     # probability for their label is below this (1: no limit, the paper), so a weak model's
-    # uncertain disagreements, which are mostly its own errors at low noise, do not empty G.
+    # uncertain disagreements, which are mostly its own errors at low noise, do not empty G (a
+    # ceiling above 0.5 changes nothing: a disagreeing member gives its label at most 0.5).
     removal_patience: int = Field(1, ge=1)
     min_class_keep: float = Field(0.0, ge=0.0, le=1.0)
     removal_max_prob: float = Field(1.0, gt=0.0, le=1.0)

@@ -738,14 +738,17 @@ def test_removal_patience_spares_a_single_disagreement_and_the_streak_survives_a
 
 def test_removal_max_prob_spares_the_members_whose_label_is_not_unlikely(tmp_path, data, labels, warm) -> None:
     """The opening selection removes at least TWINS/2 planted twins under the paper's rule; with a
-    ceiling no float32 softmax of this tiny model reaches (1e-30), removal may take none."""
+    ceiling no float32 softmax of this tiny model reaches (1e-30), removal may take none. A ceiling
+    of 0.5 changes nothing: a member whose prediction disagrees with its label gives that label at
+    most 0.5 (equal only at an exact tie)."""
     seen: list[dict] = []
-    for name, method in (("paper", {}), ("ceiling", {"removal_max_prob": 1e-30})):
+    for name, method in (("paper", {}), ("tiny", {"removal_max_prob": 1e-30}), ("half", {"removal_max_prob": 0.5})):
         with pytest.raises(Interrupted):
             engine.run_train(make_cell(method=method), data, labels, warm, tmp_path / name,
                              on_epoch=record_then_stop(seen))
     assert seen[0]["removed"] >= TWINS // 2
     assert seen[1]["removed"] == 0
+    assert seen[2]["removed"] == seen[0]["removed"]
 
 
 def test_forward_correction_without_a_verified_seed_is_a_user_error(tmp_path, data, labels) -> None:

@@ -288,7 +288,8 @@ def update_confidence_set(
 
     Two limits on removal for runs without a verified seed (both off by default, the paper's
     rule): ``removable`` (bool mask) is what removal may take at all, e.g. the samples whose
-    prediction has disagreed with their label for several epochs in a row (the moving trace);
+    prediction has disagreed with their label for several epochs in a row (the moving trace),
+    or whose probability for their label is below a ceiling (:func:`removable_mask`);
     ``min_class_keep`` keeps each class's G at no less than that share of the samples carrying
     its label, cancelling the removals of the highest ``label_prob`` (see :func:`cap_removal_per_class`).
 
