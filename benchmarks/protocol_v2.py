@@ -109,9 +109,12 @@ SEEDLESS_V2 = {"noise": {"init": "all"}, "optim": {"warmup_epochs": 20},
 SEEDLESS = {**SEEDLESS_V2, "finetune": {"mixup_alpha": 0.0}}
 SEEDLESS_V1 = {"noise": {"init": "all"}, "method": {"removal_patience": 3, "min_class_keep": 0.5,
                                                       "selection_model": "ema"}}
-# The -v1 and -v2 sets are not in CELLS: their records are kept beside the set that replaced them.
+# The candidate that may replace it (trial seedless-p05): on validation it scored 59.3 at sym 10 %
+# (the set: 56.6; CE: 61.2) and 25.2 at sym 50 % (the set and CE: 26.2).
+SEEDLESS_P05 = {**SEEDLESS, "method": {**SEEDLESS["method"], "removal_max_prob": 0.05}}
+# The -v1, -v2 and -p05 sets are not in CELLS: their records are kept beside the set of the cells.
 METHODS = {"ce": CE, "mtadcs-paper": PAPER, "mtadcs-best": BEST, "mtadcs-seedless": SEEDLESS,
-           "mtadcs-seedless-v1": SEEDLESS_V1, "mtadcs-seedless-v2": SEEDLESS_V2}
+           "mtadcs-seedless-v1": SEEDLESS_V1, "mtadcs-seedless-v2": SEEDLESS_V2, "mtadcs-seedless-p05": SEEDLESS_P05}
 # The cells of the benchmark: the method issue's three methods at three settings, and the
 # seedless method beside CE at sym 10 % (do no harm), sym 50 % and asym 40 %.
 CELLS = [*[(m, s) for s in ("sym50", "sym80", "asym40") for m in ("ce", "mtadcs-paper", "mtadcs-best")],
@@ -161,7 +164,7 @@ TRIALS = {
     # only 31 % of them noisy, from a model about 57 % accurate. Offline, on the warm-up models of
     # those cells, removal limited to labels the model gives under 5 % took 604 samples (52 %
     # noisy) at sym 10 % and 592 (91 % noisy) at sym 50 %; under 10 %: 1045 (38 %) and 1506 (85 %).
-    "seedless-p05": {**SEEDLESS, "method": {**SEEDLESS["method"], "removal_max_prob": 0.05}},
+    "seedless-p05": SEEDLESS_P05,
     "seedless-p10": {**SEEDLESS, "method": {**SEEDLESS["method"], "removal_max_prob": 0.1}},
 }
 
