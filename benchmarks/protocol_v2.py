@@ -309,6 +309,9 @@ def command_run(args: argparse.Namespace) -> None:
     wanted = [(m, s) for m, s in CELLS if m in args.methods and s in args.settings]
     if args.ablation:
         wanted += [(f"ablation:{name}", "sym50") for name in ablation_variants()]
+    if not wanted:
+        raise SystemExit(f"no benchmark cell for methods {args.methods} at settings {args.settings}: "
+                         "the cells are CELLS in benchmarks/protocol_v2.py")
     provenance()
     for method, setting in wanted:
         records = load_records(path)

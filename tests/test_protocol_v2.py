@@ -120,3 +120,11 @@ def test_a_method_with_the_configuration_of_a_finished_cell_reuses_its_run(bench
     records = bench.load_records(tmp_path / "protocol_v2.json")
     assert [(r["method"], r.get("same_run_as")) for r in records] == [("mtadcs-paper", None),
                                                                       ("mtadcs-best", "mtadcs-paper")]
+
+
+def test_run_refuses_a_request_that_names_no_cell(bench, npz, tmp_path) -> None:
+    """`run --methods mtadcs-seedless-v2 --settings sym80` matches nothing in CELLS: say so, not exit 0."""
+    args = type("Args", (), {"methods": ["mtadcs-seedless-v2"], "settings": ["sym80"], "ablation": False,
+                             "force": False, "data": npz, "dir": tmp_path})()
+    with pytest.raises(SystemExit, match="no benchmark cell"):
+        bench.command_run(args)
