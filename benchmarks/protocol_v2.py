@@ -484,12 +484,35 @@ def markdown(records: list[dict]) -> str:
         lines += ["", f"## Targets ({title}, test top-1)", "",
                   "| setting | CE | MTaDCS | gap | target | met |", "|---|---|---|---|---|---|"]
         lines += [_target_row(records, ce_top1, method, setting, target) for setting, target in targets.items()]
+    lines += ablation_lines(records)
     # The whole override over BASE: the seedless sets also change noise.init and the warm-up length.
     lines += ["", "Switch sets (over the shared schedule): " + "; ".join(f"`{m}` {json.dumps(method_override(m))}"
                                                for m in sorted({r['method'] for r in records})), ""]
     if records:
         lines += [f"Command: `{records[-1]['command']}`; machine: {records[-1]['machine']}.", ""]
     return "\n".join(lines)
+
+
+def ablation_lines(records: list[dict]) -> list[str]:
+    """Issue 12's ablation at sym 50 %: each switch's worth is the best set's top-1 minus the top-1
+    of the best set with that switch turned off (a positive figure: the switch helps)."""
+    best = next((r for r in records if r["method"] == "mtadcs-best" and r["setting"] == "sym50"), None)
+    rows = [r for r in records if r["method"].startswith("ablation:") and r["setting"] == "sym50"]
+    if not rows:
+        return []
+    lines = ["", "## Ablation (sym50: the best set with one switch off, test top-1)", "",
+             "| variant | top-1 | what the switch adds | G_size | G_precision | G_recall | wall_s |",
+             "|---|---|---|---|---|---|---|"]
+    if best is not None:
+        lines.append(f"| mtadcs-best (every switch on) | {best['top1']:.1f} | – | {best['G_size']} | "
+                     f"{_fmt(best['G_precision'])} | {_fmt(best['G_recall'])} | {_fmt(best['wall_s'])} |")
+    for r in sorted(rows, key=lambda r: r["method"]):
+        adds = f"{best['top1'] - r['top1']:+.1f}" if best is not None else "–"
+        lines.append(f"| {r['method'].split(':', 1)[1]} | {r['top1']:.1f} | {adds} | {r['G_size']} | "
+                     f"{_fmt(r['G_precision'])} | {_fmt(r['G_recall'])} | {_fmt(r['wall_s'])} |")
+    done = {r["method"].split(":", 1)[1] for r in rows}
+    lines += [f"| {name} | not run yet | – | – | – | – | – |" for name in ablation_variants() if name not in done]
+    return lines
 
 
 def _target_row(records: list[dict], ce_top1: dict, method: str, setting: str, target: float) -> str:

@@ -87,6 +87,18 @@ def test_table_reports_gaps_wall_ratio_and_missed_targets(bench, tmp_path, monke
     assert (tmp_path / "protocol_v2.png").stat().st_size > 0 and (tmp_path / "protocol_v2.md").exists()
 
 
+def test_table_shows_what_each_ablated_switch_adds(bench) -> None:
+    records = [_record("mtadcs-best", "sym50", 60.0, 2000.0),
+               _record("ablation:best-without-mixup", "sym50", 57.5, 1900.0),
+               _record("ablation:best-without-removal", "sym50", 61.0, 1800.0)]
+    text = bench.markdown(records)
+    assert "| mtadcs-best (every switch on) | 60.0 | – |" in text
+    assert "| best-without-mixup | 57.5 | +2.5 |" in text  # mixup helps
+    assert "| best-without-removal | 61.0 | -1.0 |" in text  # removal hurts
+    assert "| best-without-contrastive | not run yet |" in text
+    assert "Ablation" not in bench.markdown(records[:1])  # no ablation cell: no section
+
+
 def test_wall_clock_adds_up_the_processes_that_ran_a_cell(bench, tmp_path) -> None:
     first = bench.WallClock(tmp_path)
     first.before = 100.0  # as if it had run 100 s already
