@@ -96,7 +96,12 @@ def test_table_shows_what_each_ablated_switch_adds(bench) -> None:
     assert "| best-without-mixup | 57.5 | +2.5 |" in text  # mixup helps
     assert "| best-without-removal | 61.0 | -1.0 |" in text  # removal hurts
     assert "| best-without-contrastive | not run yet |" in text
+    names = [line.split(" | ")[0][2:] for line in text.splitlines() if line.startswith("| best-without-")]
+    assert names == list(bench.ablation_variants())  # one row per variant, run or not, in the variants' order
     assert "Ablation" not in bench.markdown(records[:1])  # no ablation cell: no section
+    without_best = bench.markdown(records[1:])
+    assert "| mtadcs-best (every switch on) | not run yet |" in without_best
+    assert "| best-without-mixup | 57.5 | – |" in without_best
 
 
 def test_wall_clock_adds_up_the_processes_that_ran_a_cell(bench, tmp_path) -> None:
