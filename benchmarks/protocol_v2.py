@@ -12,6 +12,7 @@ written to `benchmarks/results/protocol_v2.json` at once; a re-run skips finishe
     python benchmarks/protocol_v2.py run                       # every missing cell
     python benchmarks/protocol_v2.py run --methods ce --settings sym50
     python benchmarks/protocol_v2.py run --ablation            # sym 50 %: best minus one switch at a time
+    python benchmarks/protocol_v2.py run --methods ce --settings sym50 --ablation best-without-removal  # one of them
     python benchmarks/protocol_v2.py tune --trials paper all-data all-data-fixmatch
     python benchmarks/protocol_v2.py table                     # Markdown + plot from the JSON
 
@@ -308,8 +309,11 @@ def provenance() -> dict:
 def command_run(args: argparse.Namespace) -> None:
     path = RESULTS.with_suffix(".json")
     wanted = [(m, s) for m, s in CELLS if m in args.methods and s in args.settings]
-    if args.ablation:
-        wanted += [(f"ablation:{name}", "sym50") for name in ablation_variants()]
+    if args.ablation is not None:  # `--ablation` alone: every variant, in order; else the ones named
+        unknown = sorted(set(args.ablation) - set(ablation_variants()))
+        if unknown:
+            raise SystemExit(f"unknown ablation variants {unknown}: choose from {list(ablation_variants())}")
+        wanted += [(f"ablation:{name}", "sym50") for name in args.ablation or ablation_variants()]
     if not wanted:
         raise SystemExit(f"no benchmark cell for methods {args.methods} at settings {args.settings}: "
                          "the cells are CELLS in benchmarks/protocol_v2.py")
@@ -571,7 +575,8 @@ def main() -> None:
                                     help="run only these methods' cells")
     sub.choices["run"].add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS),
                                     help="run only the cells at these noise settings")
-    sub.choices["run"].add_argument("--ablation", action="store_true", help="also the sym 50 %% ablation cells")
+    sub.choices["run"].add_argument("--ablation", nargs="*", metavar="VARIANT",
+                                    help="also the sym 50 %% ablation cells: all of them, or the variants named")
     sub.choices["tune"].add_argument("--trials", nargs="*", default=list(TRIALS), choices=list(TRIALS))
     sub.choices["tune"].add_argument("--setting", default="sym50", choices=list(SETTINGS))
     sub.choices["tune"].add_argument("--mlflow-uri", help="default: sqlite under --dir")

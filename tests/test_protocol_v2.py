@@ -131,7 +131,7 @@ def test_a_method_with_the_configuration_of_a_finished_cell_reuses_its_run(bench
     paper = bench.make_cell(bench.PAPER, "mtadcs-paper-sym50", npz, "sym50")
     bench.save_records(tmp_path / "protocol_v2.json", [_record("mtadcs-paper", "sym50", 40.0, 10.0)
                                                        | {"config_id": bench.config_id(paper)}])
-    args = type("Args", (), {"methods": ["mtadcs-best"], "settings": ["sym50"], "ablation": False, "force": False,
+    args = type("Args", (), {"methods": ["mtadcs-best"], "settings": ["sym50"], "ablation": None, "force": False,
                              "data": npz, "dir": tmp_path})()
     bench.command_run(args)
     records = bench.load_records(tmp_path / "protocol_v2.json")
@@ -141,7 +141,28 @@ def test_a_method_with_the_configuration_of_a_finished_cell_reuses_its_run(bench
 
 def test_run_refuses_a_request_that_names_no_cell(bench, npz, tmp_path) -> None:
     """`run --methods mtadcs-seedless-v2 --settings sym80` matches nothing in CELLS: say so, not exit 0."""
-    args = type("Args", (), {"methods": ["mtadcs-seedless-v2"], "settings": ["sym80"], "ablation": False,
+    args = type("Args", (), {"methods": ["mtadcs-seedless-v2"], "settings": ["sym80"], "ablation": None,
                              "force": False, "data": npz, "dir": tmp_path})()
     with pytest.raises(SystemExit, match="no benchmark cell"):
+        bench.command_run(args)
+
+
+def test_run_ablation_runs_only_the_variants_named(bench, npz, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(bench, "RESULTS", tmp_path / "protocol_v2")
+    ran = []
+
+    def fake_run_cell(cell, out, budget=bench.BUDGET):
+        ran.append(cell.name)
+        result = _record("unused", "sym50", 50.0, 1.0)
+        return {k: v for k, v in result.items() if k not in ("method", "setting")}
+
+    monkeypatch.setattr(bench, "run_cell", fake_run_cell)
+    monkeypatch.setattr(bench, "provenance", lambda: {"command": "c", "commit": "abc", "machine": "m", "date": "d"})
+    args = type("Args", (), {"methods": ["ce"], "settings": ["sym80"], "ablation": ["best-without-removal"],
+                             "force": False, "data": npz, "dir": tmp_path})()
+    monkeypatch.setattr(bench, "CELLS", [])  # no method cell: only the ablation one
+    bench.command_run(args)
+    assert ran == ["ablation-best-without-removal-sym50"]
+    args.ablation = ["best-without-everything"]
+    with pytest.raises(SystemExit, match="unknown ablation variants"):
         bench.command_run(args)
