@@ -361,13 +361,14 @@ def method_override(method: str) -> dict:
 
 
 def ablation_variants() -> dict[str, dict]:
-    """At sym 50 %: the best switch set with one of its switches turned back to the paper's,
-    and the paper's Table 3 components switched off one at a time from the best set."""
-    variants = {}
-    for key in BEST.get("method", {}):
-        variants[f"best-without-{key}"] = {"method": {k: v for k, v in BEST["method"].items() if k != key}}
+    """At sym 50 %: the best switch set with one of its switches turned back to the paper's
+    (best-with-paper-KEY), and each of the paper's Table 3 components that the best set keeps on
+    switched off in turn (best-without-COMPONENT)."""
+    best = BEST.get("method", {})
+    variants = {f"best-with-paper-{key}": {"method": {k: v for k, v in best.items() if k != key}} for key in best}
     for component in ("contrastive", "mixup", "label_correction", "removal"):
-        variants[f"best-without-{component}"] = merge(BEST, {"method": {component: False}})
+        if best.get(component, True):  # a component the best set already switched off has nothing to ablate
+            variants[f"best-without-{component}"] = merge(BEST, {"method": {component: False}})
     return variants
 
 

@@ -166,3 +166,13 @@ def test_run_ablation_runs_only_the_variants_named(bench, npz, tmp_path, monkeyp
     args.ablation = ["best-without-everything"]
     with pytest.raises(SystemExit, match="unknown ablation variants"):
         bench.command_run(args)
+
+
+def test_ablation_turns_back_each_switch_of_the_best_set_and_skips_components_it_has_off(bench, monkeypatch) -> None:
+    monkeypatch.setattr(bench, "BEST", {"method": {"label_correction": False, "selection_model": "ema"}})
+    variants = bench.ablation_variants()
+    assert variants["best-with-paper-label_correction"] == {"method": {"selection_model": "ema"}}
+    assert variants["best-with-paper-selection_model"] == {"method": {"label_correction": False}}
+    assert "best-without-label_correction" not in variants  # already off: it would be the best set itself
+    assert variants["best-without-removal"] == {"method": {"label_correction": False, "selection_model": "ema",
+                                                           "removal": False}}
