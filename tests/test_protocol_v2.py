@@ -93,7 +93,7 @@ def test_table_shows_what_each_ablated_switch_adds(bench, monkeypatch) -> None:
                _record("ablation:best-without-mixup", "sym50", 57.5, 1900.0),
                _record("ablation:best-without-removal", "sym50", 61.0, 1800.0)]
     text = bench.markdown(records)
-    assert "| mtadcs-best (every switch on) | 60.0 | – |" in text
+    assert "| mtadcs-best (the best set) | 60.0 | – |" in text
     assert "| best-without-mixup | 57.5 | +2.5 |" in text  # mixup helps
     assert "| best-without-removal | 61.0 | -1.0 |" in text  # removal hurts
     assert "| best-without-contrastive | not run yet |" in text
@@ -101,7 +101,7 @@ def test_table_shows_what_each_ablated_switch_adds(bench, monkeypatch) -> None:
     assert names == list(bench.ablation_variants())  # one row per variant, run or not, in the variants' order
     assert "Ablation" not in bench.markdown(records[:1])  # no ablation cell: no section
     without_best = bench.markdown(records[1:])
-    assert "| mtadcs-best (every switch on) | not run yet |" in without_best
+    assert "| mtadcs-best (the best set) | not run yet |" in without_best
     assert "| best-without-mixup | 57.5 | – |" in without_best
 
 
