@@ -72,9 +72,13 @@ def protocol_record(method: str, setting: str) -> dict:
 
 def mtadcs_record(setting: str, bench: Path, data_path: Path) -> dict:
     trained = protocol_record("mtadcs-best", setting)
-    ran_as = trained.get("same_run_as", "mtadcs-best")
-    cell = pv2.make_cell(pv2.method_override(ran_as), f"{ran_as}-{setting}", data_path, setting)
-    out = bench / cell.name
+    run_dir = pv2.run_dir_name(trained)
+    cell = pv2.make_cell(pv2.METHODS["mtadcs-best"], run_dir, data_path, setting)
+    if pv2.config_id(cell) != trained["config_id"]:
+        raise SystemExit(f"the protocol v2 mtadcs-best record at {setting} was trained with another configuration "
+                         f"than today's best set: rerun `python benchmarks/protocol_v2.py run --methods mtadcs-best "
+                         f"--settings {setting} --force` first")
+    out = bench / run_dir
     started = time.perf_counter()
     ctx = StageContext(out, cell, CellPaths(out, cell.name))
     data = load_data(ctx)
@@ -83,7 +87,7 @@ def mtadcs_record(setting: str, bench: Path, data_path: Path) -> dict:
     export_s = time.perf_counter() - started
     issues.to_parquet(out / "label_issues.parquet", index=False)
     return {**detection_quality(issues), "wall_s": trained["wall_s"] + export_s, "train_wall_s": trained["wall_s"],
-            "export_s": export_s, "run": f"protocol_v2 {ran_as} at {setting}"}
+            "export_s": export_s, "run": f"protocol_v2 mtadcs-best at {setting}, run in {run_dir}"}
 
 
 # -- cleanlab: K-fold out-of-sample probabilities, then find_label_issues --------------------------

@@ -293,6 +293,13 @@ def load_records(path: Path) -> list[dict]:
     return json.loads(path.read_text()) if path.exists() else []
 
 
+def run_dir_name(record: dict) -> str:
+    """The directory of the run a record reports: its own cell's, or that of the cell it shares a
+    configuration with (`same_run_as`) or was adopted from under another name (`ran_as`)."""
+    ran = record.get("same_run_as") or record.get("ran_as") or record["method"]
+    return f"{ran.replace(':', '-')}-{record['setting']}"
+
+
 def save_records(path: Path, records: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:

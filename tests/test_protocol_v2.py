@@ -177,3 +177,12 @@ def test_ablation_turns_back_each_switch_of_the_best_set_and_skips_components_it
     assert "best-without-label_correction" not in variants  # already off: it would be the best set itself
     assert variants["best-without-removal"] == {"method": {"label_correction": False, "selection_model": "ema",
                                                            "removal": False}}
+
+
+def test_a_record_names_the_directory_of_the_run_it_reports(bench) -> None:
+    own = {"method": "ce", "setting": "sym50"}
+    shared = {"method": "mtadcs-best", "setting": "sym80", "same_run_as": "mtadcs-paper"}
+    adopted = {"method": "mtadcs-best", "setting": "sym50", "ran_as": "ablation:best-without-label_correction"}
+    assert bench.run_dir_name(own) == "ce-sym50"
+    assert bench.run_dir_name(shared) == "mtadcs-paper-sym80"
+    assert bench.run_dir_name(adopted) == "ablation-best-without-label_correction-sym50"
