@@ -338,7 +338,7 @@ def command_run(args: argparse.Namespace) -> None:
             continue
         override = method_override(method)
         cell = make_cell(override, f"{method.replace(':', '-')}-{setting}", args.data, setting)
-        same = next((r for r in records if r["setting"] == setting and r.get("config_id") == config_id(cell)), None)
+        same = next((r for r in records if r["setting"] == setting and same_configuration(r, cell, override)), None)
         if same is not None and not args.force:  # e.g. the best switch set is the paper's: one run serves both
             log.info("%s at %s: the same configuration as %s, its result reused", method, setting, same["method"])
             save_records(path, [*records, same | {"method": method, "same_run_as": same["method"]}])
@@ -355,6 +355,19 @@ def command_run(args: argparse.Namespace) -> None:
         save_records(path, [*records, record])
         log.info("%s at %s: top-1 %.2f in %.0f s", method, setting, result["top1"], result["wall_s"])
         write_table(load_records(path))
+
+
+def same_configuration(record: dict, cell: CellConfig, override: dict) -> bool:
+    """Whether a finished record computed this cell: the same config_id, or, for a record made
+    before a field was added to the schema (which changes every config_id), the same switches and
+    schedule over the shared BASE."""
+    if record.get("config_id") == config_id(cell):
+        return True
+    if "switches" not in record:
+        return False
+    recorded = {**record.get("schedule", {}), "method": record["switches"]}
+    wanted = {**{k: v for k, v in override.items() if k != "method"}, "method": switches(override.get("method", {}))}
+    return recorded == wanted
 
 
 def config_id(cell: CellConfig) -> str:

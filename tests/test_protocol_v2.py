@@ -186,3 +186,17 @@ def test_a_record_names_the_directory_of_the_run_it_reports(bench) -> None:
     assert bench.run_dir_name(own) == "ce-sym50"
     assert bench.run_dir_name(shared) == "mtadcs-paper-sym80"
     assert bench.run_dir_name(adopted) == "ablation-best-without-label_correction-sym50"
+
+
+def test_a_record_from_an_older_schema_is_reused_when_its_switches_and_schedule_match(bench, npz, tmp_path) -> None:
+    """The paper's cell ran before fields were added to the schema (its config_id differs today):
+    the ablation variant with the paper's switches is still that cell, and CE's is not."""
+    override = bench.ablation_variants()["best-with-paper-label_correction"]
+    cell = bench.make_cell(override, "ablation-best-with-paper-label_correction-sym50", npz, "sym50")
+    paper = _record("mtadcs-paper", "sym50", 61.2, 10.0) | {"config_id": "from-an-older-schema", "switches": {},
+                                                            "schedule": {}}
+    ce = _record("ce", "sym50", 50.9, 10.0) | {"config_id": "other", "switches": bench.CE["method"],
+                                               "schedule": {k: v for k, v in bench.CE.items() if k != "method"}}
+    assert bench.same_configuration(paper, cell, override)
+    assert not bench.same_configuration(ce, cell, override)
+    assert not bench.same_configuration(paper | {"switches": {"mixup": False}}, cell, override)
