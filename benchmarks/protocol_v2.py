@@ -534,7 +534,7 @@ def ablation_lines(records: list[dict]) -> list[str]:
     rows = [r for r in records if r["method"].startswith("ablation:") and r["setting"] == "sym50"]
     if not rows:
         return []
-    lines = ["", "## Ablation (sym50: the best set with one switch off, test top-1)", "",
+    lines = ["", "## Ablation (sym50: the best set with one switch changed, test top-1)", "",
              "| variant | top-1 | what the switch adds | G_size | G_precision | G_recall | wall_s |",
              "|---|---|---|---|---|---|---|"]
     if best is not None:
@@ -549,7 +549,8 @@ def ablation_lines(records: list[dict]) -> list[str]:
             lines.append(f"| {name} | not run yet | – | – | – | – | – |")
             continue
         adds = f"{best['top1'] - r['top1']:+.1f}" if best is not None else "–"
-        lines.append(f"| {name} | {r['top1']:.1f} | {adds} | {r['G_size']} | "
+        label = f"{name} (the {r['same_run_as']} cell)" if r.get("same_run_as") else name
+        lines.append(f"| {label} | {r['top1']:.1f} | {adds} | {r['G_size']} | "
                      f"{_fmt(r['G_precision'])} | {_fmt(r['G_recall'])} | {_fmt(r['wall_s'])} |")
     return lines
 
