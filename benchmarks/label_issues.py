@@ -40,7 +40,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
 from benchmarks import protocol_v2 as pv2  # noqa: E402
-from pipeline.analysis.label_issues import detection_quality  # noqa: E402
+from pipeline.analysis.label_issues import RELABEL_CONFIDENCE, detection_quality  # noqa: E402
 from pipeline.data.datasets import Dataset, Split  # noqa: E402
 from pipeline.layout import CellPaths  # noqa: E402
 from pipeline.method import engine  # noqa: E402
@@ -157,7 +157,8 @@ def cleanlab_record(setting: str, bench: Path, data_path: Path) -> dict:
     cleanlab_s = time.perf_counter() - started
     folds_s = clock.seconds - cleanlab_s
     frame = pd.DataFrame({"is_issue": flagged, "is_noisy": truth["given"] != truth["clean"],
-                          "suggested_label": probs.argmax(1), "clean_label": truth["clean"]})
+                          "suggested_label": probs.argmax(1), "suggestion_confidence": probs.max(1),
+                          "clean_label": truth["clean"]})
     retrain_s = protocol_record("ce", setting)["wall_s"]
     return {**detection_quality(frame), "wall_s": folds_s + cleanlab_s + retrain_s, "folds_wall_s": folds_s,
             "cleanlab_s": cleanlab_s, "retrain_wall_s": retrain_s, "folds": FOLDS,
@@ -185,8 +186,8 @@ def command_run(args: argparse.Namespace) -> None:
             write_table(pv2.load_records(path))
 
 
-COLUMNS = ("setting", "method", "flagged", "noisy", "precision", "recall", "f1", "suggested_accuracy", "wall_s",
-           "commit")
+COLUMNS = ("setting", "method", "flagged", "noisy", "precision", "recall", "f1", "suggested_accuracy",
+           "relabelled_share", "relabelled_accuracy", "wall_s", "commit")
 
 
 def markdown(records: list[dict]) -> str:
@@ -194,7 +195,10 @@ def markdown(records: list[dict]) -> str:
     lines = ["# Label issues on CIFAR-10-5k: one MTaDCS run against cleanlab (protocol v2)", "",
              "Flagged: samples called label issues; precision, recall and F1 (%) of the flag against \"the given "
              "label is wrong\"; suggested_accuracy (%): the suggested label equals the clean one, on the flagged "
-             "samples; wall_s: MTaDCS = its one 2000-step training run + the export; cleanlab = "
+             "samples; relabelled_share and relabelled_accuracy (%): the flagged samples whose suggestion the model "
+             f"gives at least {RELABEL_CONFIDENCE:g} (what `mtadcs label-issues --cleaned` relabels by default; the "
+             "rest it drops) and the accuracy of those suggestions (blank: a record made before this column); "
+             "wall_s: MTaDCS = its one 2000-step training run + the export; cleanlab = "
              f"{FOLDS} folds of {pv2.BUDGET // FOLDS} steps + find_label_issues + the 2000-step retrain "
              "(the CE cell's measured time). Protocol v2: both sides train 2000 optimizer steps in all, and nothing "
              "was tuned on x_test. Caveat: the issue score's form was chosen after comparing a few candidate rules "

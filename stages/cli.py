@@ -103,7 +103,7 @@ def label_issues(
     top: int = typer.Option(20, "--top", "-n", min=0, help="How many of the highest-ranked issues to print."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Also write the whole ranked table here (.csv or .parquet)."),
     cleaned: Path | None = typer.Option(None, "--cleaned", help="Write a cleaned label CSV (index,label) here."),
-    min_confidence: float = typer.Option(0.9, min=0.0, max=1.0,
+    min_confidence: float = typer.Option(0.9, min=0.0, max=1.0,  # RELABEL_CONFIDENCE (test_label_issues)
                                          help="--cleaned relabels a flagged sample only this confidently; else drops it."),
     rebuild: bool = typer.Option(False, help="Recompute data/issues/<cell>.parquet even if it exists."),
 ) -> None:

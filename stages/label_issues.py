@@ -14,6 +14,7 @@ import pandas as pd
 
 from pipeline.analysis.label_issues import (
     ISSUE_CUT,
+    RELABEL_CONFIDENCE,
     cleaned_labels,
     confidence_set_shares,
     detection_quality,
@@ -94,7 +95,7 @@ SHOWN = ["rank", "index", "given_class", "suggested_class", "issue_score", "p_gi
 
 
 def show(ctx: StageContext, *, top: int, out: Path | None = None, cleaned: Path | None = None,
-         min_confidence: float = 0.9, rebuild: bool = False) -> str:
+         min_confidence: float = RELABEL_CONFIDENCE, rebuild: bool = False) -> str:
     """`mtadcs label-issues`: the cell's table (built by the stage if missing), its top `top` rows
     as text, and the exports asked for. Returns the text to print."""
     if ctx.skip_reason or is_not_run(ctx.paths.stage_dir("train")):
@@ -112,6 +113,9 @@ def show(ctx: StageContext, *, top: int, out: Path | None = None, cleaned: Path 
     if quality:
         lines.append("against the clean labels: precision {precision:.1f} %, recall {recall:.1f} %, F1 {f1:.1f} %, "
                      "suggested labels right on {suggested_accuracy:.1f} % of the flagged".format(**quality))
+        if np.isfinite(quality.get("relabelled_accuracy", np.nan)):
+            lines.append(f"suggested at >= {RELABEL_CONFIDENCE:g} confidence (what --cleaned relabels at the default): "
+                         "{relabelled_share:.1f} % of the flagged, right on {relabelled_accuracy:.1f} %".format(**quality))
     if top:
         shown = issues.head(top)[[c for c in SHOWN if c in issues]]
         lines.append(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -61,6 +63,17 @@ def test_detection_quality_counts_against_is_noisy() -> None:
     assert q["f1"] == pytest.approx(80.0)
     assert q["suggested_accuracy"] == pytest.approx(100.0)  # both suggestions are 2, both right
     assert detection_quality(find_label_issues(GIVEN, CURRENT, IN_G, PROBS)) == {}  # no truth, no numbers
+
+
+def test_detection_quality_scores_only_the_suggestions_confident_enough_to_relabel() -> None:
+    table = issues()
+    table.loc[table["index"] == 12, "suggested_label"] = 1  # a wrong suggestion, at 0.6
+    everything = detection_quality(table, min_confidence=0.5)
+    assert everything["suggested_accuracy"] == pytest.approx(50.0)
+    assert (everything["relabelled_share"], everything["relabelled_accuracy"]) == pytest.approx((100.0, 50.0))
+    confident = detection_quality(table, min_confidence=0.65)  # only 11 (suggested 2 at 0.7, right)
+    assert (confident["relabelled_share"], confident["relabelled_accuracy"]) == pytest.approx((50.0, 100.0))
+    assert math.isnan(detection_quality(table, min_confidence=0.95)["relabelled_accuracy"])  # none that sure
 
 
 def test_cleaned_labels_keep_the_unflagged_relabel_the_confident_and_drop_the_rest() -> None:
@@ -147,3 +160,13 @@ def test_confidence_set_shares_name_the_class_the_final_G_kept_least_of() -> Non
     assert shares["G_size"] == 6 and shares["G_share"] == 75.0
     assert shares["G_class_shares"][:3] == [75.0, 50.0, 100.0] and np.isnan(shares["G_class_shares"][3])
     assert shares["G_weakest_class"] == 1 and shares["G_class_share_min"] == 50.0  # an absent class is not "weakest"
+
+
+def test_the_cli_relabels_at_the_confidence_the_quality_figures_use() -> None:
+    """stages/cli.py writes the default as a literal (it imports nothing heavy for --help)."""
+    import inspect
+
+    from pipeline.analysis.label_issues import RELABEL_CONFIDENCE
+    from stages import cli
+
+    assert inspect.signature(cli.label_issues).parameters["min_confidence"].default.default == RELABEL_CONFIDENCE

@@ -32,6 +32,10 @@ import numpy as np
 import pandas as pd
 
 ISSUE_CUT = 0.5  # the recommended threshold on `issue_score` (see the module docstring)
+# The default for accepting a suggestion (`mtadcs label-issues --cleaned --min-confidence`): a
+# suggestion is only as right as the model, so the cleaned label set relabels a flagged sample
+# only when the model is this sure of the suggested class, and drops it otherwise.
+RELABEL_CONFIDENCE = 0.9
 
 
 def trace_summary(traces: pd.DataFrame, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -123,9 +127,11 @@ def confidence_set_shares(given: np.ndarray, in_G: np.ndarray, num_classes: int)
             "G_class_shares": [round(float(s), 2) for s in shares]}
 
 
-def detection_quality(issues: pd.DataFrame) -> dict[str, float]:
-    """Precision, recall and F1 (percent) of `is_issue` against `is_noisy`, and the accuracy of
-    the suggested labels on the flagged samples; empty when the truth is unknown."""
+def detection_quality(issues: pd.DataFrame, min_confidence: float = RELABEL_CONFIDENCE) -> dict[str, float]:
+    """Precision, recall and F1 (percent) of `is_issue` against `is_noisy`, the accuracy of the
+    suggested labels on the flagged samples, and, where the table has `suggestion_confidence`, the
+    share of flagged samples suggested at least `min_confidence` (those the cleaned label set
+    relabels) and the accuracy of those suggestions; empty when the truth is unknown."""
     if "is_noisy" not in issues:
         return {}
     flagged, noisy = issues["is_issue"].to_numpy(), issues["is_noisy"].to_numpy()
@@ -134,9 +140,16 @@ def detection_quality(issues: pd.DataFrame) -> dict[str, float]:
     recall = hits / noisy.sum() if noisy.any() else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     right = issues["suggested_label"].to_numpy() == issues["clean_label"].to_numpy()
-    return {"flagged": int(flagged.sum()), "noisy": int(noisy.sum()), "precision": 100.0 * precision,
-            "recall": 100.0 * recall, "f1": 100.0 * f1,
-            "suggested_accuracy": 100.0 * float(right[flagged].mean()) if flagged.any() else float("nan")}
+    quality = {"flagged": int(flagged.sum()), "noisy": int(noisy.sum()), "precision": 100.0 * precision,
+               "recall": 100.0 * recall, "f1": 100.0 * f1, "suggested_accuracy": _percent(right[flagged])}
+    if "suggestion_confidence" in issues:
+        relabelled = flagged & (issues["suggestion_confidence"].to_numpy() >= min_confidence)
+        quality |= {"relabelled_share": _percent(relabelled[flagged]), "relabelled_accuracy": _percent(right[relabelled])}
+    return quality
+
+
+def _percent(hits: np.ndarray) -> float:
+    return 100.0 * float(hits.mean()) if len(hits) else math.nan
 
 
 def cleaned_labels(issues: pd.DataFrame, min_confidence: float) -> pd.DataFrame:

@@ -247,8 +247,8 @@ def project_table(cells: Mapping[str, CellResult], paper: pd.DataFrame) -> pd.Da
     return every[every["tables"] == "—"].drop(columns=["tables"]).reset_index(drop=True)
 
 
-LABEL_ISSUE_COLUMNS = ("flagged", "noisy", "precision", "recall", "f1", "suggested_accuracy", "G_size", "G_share",
-                       "G_class_share_min", "G_weakest_class")
+LABEL_ISSUE_COLUMNS = ("flagged", "noisy", "precision", "recall", "f1", "suggested_accuracy", "relabelled_share",
+                       "relabelled_accuracy", "G_size", "G_share", "G_class_share_min", "G_weakest_class")
 
 
 def label_issues_table(metrics: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
