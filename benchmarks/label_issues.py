@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -178,6 +179,8 @@ def command_run(args: argparse.Namespace) -> None:
             log.info("%s at %s: running", method, setting)
             build = mtadcs_record if method == "mtadcs" else cleanlab_record
             result = build(setting, args.dir, args.data)
+            # JSON has no NaN: a figure with nothing to measure (no suggestion confident enough) is null
+            result = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in result.items()}
             record = {"method": method, "setting": setting, **result, **pv2.provenance()}
             kept = [r for r in pv2.load_records(path) if not (r["method"] == method and r["setting"] == setting)]
             pv2.save_records(path, [*kept, record])

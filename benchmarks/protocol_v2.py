@@ -36,6 +36,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import shlex
 import shutil
@@ -488,7 +489,7 @@ def write_table(records: list[dict]) -> None:
 
 
 def _fmt(value) -> str:
-    if value is None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{value:.3g}" if isinstance(value, float) and value < 1 else (
         f"{value:.1f}" if isinstance(value, float) else str(value))
