@@ -75,7 +75,7 @@ def mtadcs_record(setting: str, bench: Path, data_path: Path) -> dict:
     trained = protocol_record("mtadcs-best", setting)
     run_dir = pv2.run_dir_name(trained)
     cell = pv2.make_cell(pv2.METHODS["mtadcs-best"], run_dir, data_path, setting)
-    if pv2.config_id(cell) != trained["config_id"]:
+    if not pv2.same_configuration(trained, cell):
         raise SystemExit(f"the protocol v2 mtadcs-best record at {setting} was trained with another configuration "
                          f"than today's best set: rerun `python benchmarks/protocol_v2.py run --methods mtadcs-best "
                          f"--settings {setting} --force` first")
@@ -200,7 +200,8 @@ def markdown(records: list[dict]) -> str:
              "label is wrong\"; suggested_accuracy (%): the suggested label equals the clean one, on the flagged "
              "samples; relabelled_share and relabelled_accuracy (%): the flagged samples whose suggestion the model "
              f"gives at least {RELABEL_CONFIDENCE:g} (what `mtadcs label-issues --cleaned` relabels by default; the "
-             "rest it drops) and the accuracy of those suggestions (blank: a record made before this column); "
+             "rest it drops) and the accuracy of those suggestions (a dash: no suggestion that confident, or a "
+             "record made before these columns); "
              "wall_s: MTaDCS = its one 2000-step training run + the export; cleanlab = "
              f"{FOLDS} folds of {pv2.BUDGET // FOLDS} steps + find_label_issues + the 2000-step retrain "
              "(the CE cell's measured time). Protocol v2: both sides train 2000 optimizer steps in all, and nothing "

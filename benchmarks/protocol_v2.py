@@ -34,6 +34,7 @@ import copy
 import datetime
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -296,7 +297,10 @@ def load_records(path: Path) -> list[dict]:
 
 def run_dir_name(record: dict) -> str:
     """The directory of the run a record reports: its own cell's, or that of the cell it shares a
-    configuration with (`same_run_as`) or was adopted from under another name (`ran_as`)."""
+    configuration with (`run_dir`, or `same_run_as` in records made before it) or was adopted from
+    under another name (`ran_as`)."""
+    if "run_dir" in record:
+        return record["run_dir"]
     ran = record.get("same_run_as") or record.get("ran_as") or record["method"]
     return f"{ran.replace(':', '-')}-{record['setting']}"
 
@@ -339,10 +343,13 @@ def command_run(args: argparse.Namespace) -> None:
             continue
         override = method_override(method)
         cell = make_cell(override, f"{method.replace(':', '-')}-{setting}", args.data, setting)
-        same = next((r for r in records if r["setting"] == setting and same_configuration(r, cell, override)), None)
+        # a run of its own before a copy of one (after a --force rerun the copies may be stale)
+        same = next((r for r in sorted(records, key=lambda r: "same_run_as" in r)
+                     if r["setting"] == setting and same_configuration(r, cell)), None)
         if same is not None and not args.force:  # e.g. the best switch set is the paper's: one run serves both
             log.info("%s at %s: the same configuration as %s, its result reused", method, setting, same["method"])
-            save_records(path, [*records, same | {"method": method, "same_run_as": same["method"]}])
+            copy_of = same | {"method": method, "same_run_as": same["method"], "run_dir": run_dir_name(same)}
+            save_records(path, [*records, copy_of])
             write_table(load_records(path))
             continue
         log.info("%s at %s: running", method, setting)
@@ -358,23 +365,41 @@ def command_run(args: argparse.Namespace) -> None:
         write_table(load_records(path))
 
 
-def same_configuration(record: dict, cell: CellConfig, override: dict) -> bool:
-    """Whether a finished record computed this cell: the same config_id, or, for a record made
-    before a field was added to the schema (which changes every config_id), the same switches and
-    schedule over the shared BASE."""
-    if record.get("config_id") == config_id(cell):
-        return True
-    if "switches" not in record:
-        return False
-    recorded = {**record.get("schedule", {}), "method": record["switches"]}
-    wanted = {**{k: v for k, v in override.items() if k != "method"}, "method": switches(override.get("method", {}))}
-    return recorded == wanted
+# Fields added to the schema after some records were made, each with the value that does what the
+# code did before the field existed. A record made earlier was hashed without them.
+ADDED_FIELDS = {("method", "removal_max_prob"): 1.0, ("method", "self_seed_per_class"): 0,
+                ("runtime", "data_path"): "auto", ("runtime", "processes"): 1}
+
+
+def same_configuration(record: dict, cell: CellConfig) -> bool:
+    """Whether a finished record computed this cell: its config_id is the cell's, as today's
+    schema writes it or as an older one did (see `config_ids`)."""
+    return record.get("config_id") in config_ids(cell)
 
 
 def config_id(cell: CellConfig) -> str:
     """What a cell computes, whatever its name: two methods with one configuration share a run."""
-    text = json.dumps(cell.model_dump(mode="json", exclude={"name"}), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return _digest(cell.model_dump(mode="json", exclude={"name"}))
+
+
+def config_ids(cell: CellConfig) -> set[str]:
+    """The cell's config_id under today's schema and under each older one: without any of the
+    ADDED_FIELDS that the cell leaves at their earlier behaviour (a field it sets otherwise is a
+    configuration no older record can have run)."""
+    dump = cell.model_dump(mode="json", exclude={"name"})
+    droppable = [(section, key) for (section, key), old in ADDED_FIELDS.items() if dump[section][key] == old]
+    ids = set()
+    for n in range(len(droppable) + 1):
+        for dropped in itertools.combinations(droppable, n):
+            older = copy.deepcopy(dump)
+            for section, key in dropped:
+                del older[section][key]
+            ids.add(_digest(older))
+    return ids
+
+
+def _digest(dump: dict) -> str:
+    return hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def method_override(method: str) -> dict:

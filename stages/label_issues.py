@@ -67,7 +67,8 @@ def write(ctx: StageContext, data: Dataset, labels: TrainingLabels, probs: np.nd
           ) -> dict[str, float]:
     """Build and write the cell's issue table and its metrics JSON; return the MLflow metrics."""
     issues = build(ctx, data, labels, probs)
-    quality = detection_quality(issues)
+    # a figure with nothing to measure (no suggestion confident enough) is left out: JSON has no NaN
+    quality = {k: v for k, v in detection_quality(issues).items() if np.isfinite(v)}
     shares = confidence_set_shares(issues["given_label"].to_numpy(), issues["in_final_G"].to_numpy(),
                                    data.num_classes)
     _write_table(issues, ctx)
@@ -75,6 +76,18 @@ def write(ctx: StageContext, data: Dataset, labels: TrainingLabels, probs: np.nd
                                                 "flagged": int(issues["is_issue"].sum()), **quality, **shares})
     return {f"label_issues/{k}": float(v) for k, v in {"flagged": issues["is_issue"].sum(), **quality}.items()
             if np.isfinite(v)}
+
+
+def quality_lines(quality: dict[str, float], min_confidence: float) -> list[str]:
+    """The detection figures as `mtadcs label-issues` prints them (none when the truth is unknown)."""
+    if not quality:
+        return []
+    right = quality["relabelled_accuracy"]
+    return ["against the clean labels: precision {precision:.1f} %, recall {recall:.1f} %, F1 {f1:.1f} %, "
+            "suggested labels right on {suggested_accuracy:.1f} % of the flagged".format(**quality),
+            f"suggested at >= {min_confidence:g} confidence (what --cleaned relabels): "
+            f"{quality['relabelled_share']:.1f} % of the flagged" + (f", right on {right:.1f} %" if np.isfinite(right)
+                                                                      else ", none of them that sure")]
 
 
 def write_not_run(ctx: StageContext, reason: str) -> None:
@@ -109,13 +122,7 @@ def show(ctx: StageContext, *, top: int, out: Path | None = None, cleaned: Path 
     issues = read_issues(ctx.paths.label_issues)
     lines = [f"{ctx.paths.label_issues.relative_to(ctx.root)}: {len(issues)} samples, {int(issues['is_issue'].sum())} flagged "
              f"(issue_score >= {ISSUE_CUT}); CSV beside it"]
-    quality = detection_quality(issues)
-    if quality:
-        lines.append("against the clean labels: precision {precision:.1f} %, recall {recall:.1f} %, F1 {f1:.1f} %, "
-                     "suggested labels right on {suggested_accuracy:.1f} % of the flagged".format(**quality))
-        if np.isfinite(quality.get("relabelled_accuracy", np.nan)):
-            lines.append(f"suggested at >= {RELABEL_CONFIDENCE:g} confidence (what --cleaned relabels at the default): "
-                         "{relabelled_share:.1f} % of the flagged, right on {relabelled_accuracy:.1f} %".format(**quality))
+    lines += quality_lines(detection_quality(issues, min_confidence), min_confidence)
     if top:
         shown = issues.head(top)[[c for c in SHOWN if c in issues]]
         lines.append(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

@@ -42,3 +42,11 @@ def test_the_table_says_whether_each_target_is_met(bench) -> None:
     text = bench.markdown(records)
     assert "| sym50 | 85.0 | 80.0 | yes | 100 | 90 | no | 60.0 |" in text
     assert "| asym40 | – | – | not run yet |" in text
+
+
+def test_the_mtadcs_export_refuses_a_best_set_record_of_another_configuration(bench, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(bench.pv2, "RESULTS", tmp_path / "protocol_v2")
+    bench.pv2.save_records(tmp_path / "protocol_v2.json", [{"method": "mtadcs-best", "setting": "sym50",
+                                                            "config_id": "an-older-best-set", "wall_s": 1.0}])
+    with pytest.raises(SystemExit, match="another configuration"):
+        bench.mtadcs_record("sym50", tmp_path, tmp_path / "unused.npz")

@@ -170,3 +170,12 @@ def test_the_cli_relabels_at_the_confidence_the_quality_figures_use() -> None:
     from stages import cli
 
     assert inspect.signature(cli.label_issues).parameters["min_confidence"].default.default == RELABEL_CONFIDENCE
+
+
+def test_the_cli_summary_says_how_many_suggestions_it_would_accept_even_when_none() -> None:
+    from stages.label_issues import quality_lines
+
+    table = issues()
+    assert quality_lines(detection_quality(table, 0.65), 0.65)[1].endswith("50.0 % of the flagged, right on 100.0 %")
+    assert quality_lines(detection_quality(table, 0.95), 0.95)[1].endswith("0.0 % of the flagged, none of them that sure")
+    assert quality_lines({}, 0.9) == []  # a user's own labels: no truth, no figures

@@ -188,15 +188,33 @@ def test_a_record_names_the_directory_of_the_run_it_reports(bench) -> None:
     assert bench.run_dir_name(adopted) == "ablation-best-without-label_correction-sym50"
 
 
-def test_a_record_from_an_older_schema_is_reused_when_its_switches_and_schedule_match(bench, npz, tmp_path) -> None:
-    """The paper's cell ran before fields were added to the schema (its config_id differs today):
-    the ablation variant with the paper's switches is still that cell, and CE's is not."""
-    override = bench.ablation_variants()["best-with-paper-label_correction"]
-    cell = bench.make_cell(override, "ablation-best-with-paper-label_correction-sym50", npz, "sym50")
-    paper = _record("mtadcs-paper", "sym50", 61.2, 10.0) | {"config_id": "from-an-older-schema", "switches": {},
-                                                            "schedule": {}}
-    ce = _record("ce", "sym50", 50.9, 10.0) | {"config_id": "other", "switches": bench.CE["method"],
-                                               "schedule": {k: v for k, v in bench.CE.items() if k != "method"}}
-    assert bench.same_configuration(paper, cell, override)
-    assert not bench.same_configuration(ce, cell, override)
-    assert not bench.same_configuration(paper | {"switches": {"mixup": False}}, cell, override)
+def test_a_record_hashed_before_a_field_was_added_is_the_same_configuration_and_only_that(bench, npz) -> None:
+    """The paper's cell ran before removal_max_prob existed: its config_id lacks the field."""
+    paper = bench.make_cell(bench.PAPER, "mtadcs-paper-sym50", npz, "sym50")
+    dump = paper.model_dump(mode="json", exclude={"name"})
+    del dump["method"]["removal_max_prob"]
+    older = {"method": "mtadcs-paper", "setting": "sym50", "config_id": bench._digest(dump)}
+    assert older["config_id"] != bench.config_id(paper)
+    assert bench.same_configuration(older, paper)
+    ceiling = bench.make_cell({"method": {"removal_max_prob": 0.05}}, "p05-sym50", npz, "sym50")
+    assert not bench.same_configuration(older, ceiling)  # the field set otherwise: no older record ran it
+    assert not bench.same_configuration(older, bench.make_cell(bench.PAPER, "mtadcs-paper-sym80", npz, "sym80"))
+    assert not bench.same_configuration(older, bench.make_cell({"method": {"mixup": False}}, "m-sym50", npz, "sym50"))
+
+
+def test_a_reused_result_is_taken_from_a_run_of_its_own_and_names_that_runs_directory(bench, npz, tmp_path,
+                                                                                       monkeypatch) -> None:
+    monkeypatch.setattr(bench, "RESULTS", tmp_path / "protocol_v2")
+    monkeypatch.setattr(bench, "run_cell", lambda *a, **k: pytest.fail("ran a configuration already run"))
+    monkeypatch.setitem(bench.METHODS, "mtadcs-other", bench.BEST)  # copied a run since rerun with --force
+    best = bench.make_cell(bench.BEST, "mtadcs-best-sym50", npz, "sym50")
+    original = _record("ablation:best-without-removal", "sym50", 67.0, 10.0) | {"config_id": bench.config_id(best)}
+    stale_copy = _record("mtadcs-other", "sym50", 60.0, 10.0) | {"config_id": bench.config_id(best),
+                                                                "same_run_as": "mtadcs-gone"}
+    bench.save_records(tmp_path / "protocol_v2.json", [stale_copy, original])
+    args = type("Args", (), {"methods": ["mtadcs-best"], "settings": ["sym50"], "ablation": None, "force": False,
+                             "data": npz, "dir": tmp_path})()
+    bench.command_run(args)
+    reused = next(r for r in bench.load_records(tmp_path / "protocol_v2.json") if r["method"] == "mtadcs-best")
+    assert (reused["top1"], reused["same_run_as"]) == (67.0, "ablation:best-without-removal")
+    assert bench.run_dir_name(reused) == "ablation-best-without-removal-sym50"
