@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.analysis.label_issues import RELABEL_CONFIDENCE
 from pipeline.report.figure_outputs import DrawnFigures
 from pipeline.report.inputs import CellResult
 from pipeline.report.placement import TABLES
@@ -95,7 +96,10 @@ def _label_issues_markdown(frame: pd.DataFrame) -> str:
         "`mtadcs label-issues --cell <cell>` prints the top of it. Flagged: score >= 0.5, the samples the run's "
         "final confidence set did not keep under their given label. Where the clean labels are known: "
         "precision, recall and F1 (%) of the flag against \"the given label is wrong\", and the accuracy (%) "
-        "of the suggested labels on the flagged samples. Without clean labels, watch the last columns: G_share is "
+        "of the suggested labels on the flagged samples (suggested_accuracy); relabelled_share is the share (%) "
+        f"of the flagged whose suggestion the model gives at least {RELABEL_CONFIDENCE:g} (what `mtadcs "
+        "label-issues --cleaned` relabels by default; it drops the rest) and relabelled_accuracy the accuracy "
+        "(%) of those suggestions. Without clean labels, watch the last columns: G_share is "
         "the share (%) of the training set the final confidence set kept, G_class_share_min the smallest share "
         "of any class's samples (by given label) it kept, and G_weakest_class that class. A class near 0 % was "
         "emptied (the model gave up on it); G_share near 100 % means nothing was removed.", "",
