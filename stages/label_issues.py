@@ -82,12 +82,14 @@ def quality_lines(quality: dict[str, float], min_confidence: float) -> list[str]
     """The detection figures as `mtadcs label-issues` prints them (none when the truth is unknown)."""
     if not quality:
         return []
-    right = quality["relabelled_accuracy"]
-    return ["against the clean labels: precision {precision:.1f} %, recall {recall:.1f} %, F1 {f1:.1f} %, "
-            "suggested labels right on {suggested_accuracy:.1f} % of the flagged".format(**quality),
-            f"suggested at >= {min_confidence:g} confidence (what --cleaned relabels): "
-            f"{quality['relabelled_share']:.1f} % of the flagged" + (f", right on {right:.1f} %" if np.isfinite(right)
-                                                                      else ", none of them that sure")]
+    lines = ["against the clean labels: precision {precision:.1f} %, recall {recall:.1f} %, F1 {f1:.1f} %, "
+             "suggested labels right on {suggested_accuracy:.1f} % of the flagged".format(**quality)]
+    if "relabelled_share" in quality:  # a table with the model's confidence in its suggestions
+        right = quality["relabelled_accuracy"]
+        lines.append(f"suggested at >= {min_confidence:g} confidence (what --cleaned relabels): "
+                     f"{quality['relabelled_share']:.1f} % of the flagged"
+                     + (f", right on {right:.1f} %" if np.isfinite(right) else ", none of them that sure"))
+    return lines
 
 
 def write_not_run(ctx: StageContext, reason: str) -> None:

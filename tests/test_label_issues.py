@@ -179,3 +179,5 @@ def test_the_cli_summary_says_how_many_suggestions_it_would_accept_even_when_non
     assert quality_lines(detection_quality(table, 0.65), 0.65)[1].endswith("50.0 % of the flagged, right on 100.0 %")
     assert quality_lines(detection_quality(table, 0.95), 0.95)[1].endswith("0.0 % of the flagged, none of them that sure")
     assert quality_lines({}, 0.9) == []  # a user's own labels: no truth, no figures
+    without_confidence = detection_quality(table.drop(columns="suggestion_confidence"))
+    assert len(quality_lines(without_confidence, 0.9)) == 1  # nothing to say about confident suggestions
