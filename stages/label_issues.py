@@ -74,8 +74,7 @@ def write(ctx: StageContext, data: Dataset, labels: TrainingLabels, probs: np.nd
     _write_table(issues, ctx)
     write_json(ctx.paths.label_issues_metrics, {"status": "done", "samples": len(issues),
                                                 "flagged": int(issues["is_issue"].sum()), **quality, **shares})
-    return {f"label_issues/{k}": float(v) for k, v in {"flagged": issues["is_issue"].sum(), **quality}.items()
-            if np.isfinite(v)}
+    return {f"label_issues/{k}": float(v) for k, v in {"flagged": issues["is_issue"].sum(), **quality}.items()}
 
 
 def quality_lines(quality: dict[str, float], min_confidence: float) -> list[str]:
