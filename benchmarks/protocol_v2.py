@@ -138,6 +138,10 @@ TRIALS = {
     # so the model saw deer images labelled horse almost as often as labelled deer (the MTaDCS
     # epochs draw balanced; fine-tuning keeps its shuffled passes over G).
     "paper-no-lc-balanced": {**BEST, "optim": {"class_balanced": True}},
+    # The best set with a class floor: after each round, a class of G under 0.8 x the median class
+    # size is topped up with its label's most likely non-members (asym 40 %: the deer and birds
+    # that prediction agreement leaves out).
+    "paper-no-lc-floor": {"method": {"label_correction": False, "min_class_share": 0.8}},
     "all-data": {"method": {"warmup_set": "all"}},
     # The best set after a warm-up on all of S: at asym 40 % most labels are right (80 %), so a
     # warm-up on all of them selects with a model near CE's rather than the seed's 1000 samples.

@@ -157,6 +157,11 @@ class MethodConfig(Section):
     # ceiling above 0.5 changes nothing: a disagreeing member gives its label at most 0.5).
     removal_patience: int = Field(1, ge=1)
     min_class_keep: float = Field(0.0, ge=0.0, le=1.0)
+    # After each selection round, every class of G smaller than this share of the median class's
+    # size in G is topped up with the non-members of its label the model finds most likely to
+    # carry it (0: off, the paper). For confusions between classes (asymmetric noise), where
+    # prediction agreement admits few samples of the class the model mistakes for another.
+    min_class_share: float = Field(0.0, ge=0.0, le=1.0)
     removal_max_prob: float = Field(1.0, gt=0.0, le=1.0)
     # Without a verified seed: after the warm-up on S, G restarts from the k samples of each label
     # that the warm-up model gives the highest probability for that label (a seed the model picks

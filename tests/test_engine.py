@@ -751,6 +751,23 @@ def test_removal_max_prob_spares_the_members_whose_label_is_not_unlikely(tmp_pat
     assert seen[2]["removed"] == seen[0]["removed"]
 
 
+def test_class_floor_tops_short_classes_of_G_up_to_the_median(tmp_path, data, labels, warm) -> None:
+    """min_class_share 1.0: the opening selection's G is the paper's plus, for every class smaller
+    than the paper G's median class, its label's most likely non-members up to that median (Eq. 7
+    off: it would relabel after the top-up). The two runs are identical up to the top-up."""
+    sizes = {}
+    for name, share in (("paper", 0.0), ("floor", 1.0)):
+        with pytest.raises(Interrupted):
+            engine.run_train(make_cell(method={"min_class_share": share, "label_correction": False}), data, labels,
+                             warm, tmp_path / name, on_epoch=record_then_stop([]))
+        opening = trace_store.read_traces(tmp_path / name / "epochs").query(f"epoch == {T_P}")
+        in_G, label = opening["in_G"].to_numpy(), opening["label"].to_numpy()
+        sizes[name] = np.bincount(label[in_G], minlength=data.num_classes)
+    available = np.bincount(labels.given, minlength=data.num_classes)
+    floor = np.minimum(np.ceil(np.median(sizes["paper"])), available)
+    np.testing.assert_array_equal(sizes["floor"], np.maximum(sizes["paper"], floor))
+
+
 def test_forward_correction_without_a_verified_seed_is_a_user_error(tmp_path, data, labels) -> None:
     cell = make_cell(method={"warmup_set": "all", "semi_supervised": "forward"})
     with pytest.raises(UserError, match="no verified seed|has none"):

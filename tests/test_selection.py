@@ -392,3 +392,42 @@ def test_removable_mask_combines_the_moving_trace_with_a_label_probability_ceili
     np.testing.assert_array_equal(removable_mask(streak, 3, prob, 0.05), [True, False, False, False])
     with pytest.raises(ValueError, match="label_prob"):
         removable_mask(streak, 1, None, 0.05)
+
+
+def test_top_up_brings_a_short_class_to_the_median_most_likely_first() -> None:
+    from pipeline.method.selection import top_up_classes
+
+    # G holds 6, 6, 2 of classes 0, 1, 2 (median 6); class 2 has four non-members
+    labels = np.array([0] * 6 + [1] * 6 + [2] * 6 + [0])
+    in_G = np.array([True] * 12 + [True, True, False, False, False, False] + [False])
+    prob = np.zeros(19)
+    prob[14:18] = [0.3, 0.9, 0.1, 0.6]
+    prob[18] = 0.99  # class 0 is at the floor already: never added
+    everything = top_up_classes(in_G, labels, 3, share=1.0, priority=prob)  # floor 6: all four it has
+    np.testing.assert_array_equal(np.flatnonzero(everything), [14, 15, 16, 17])
+    added = top_up_classes(in_G, labels, 3, share=0.8, priority=prob)  # floor ceil(4.8) = 5: three short
+    np.testing.assert_array_equal(np.flatnonzero(added), [14, 15, 17])  # the three most likely
+    half = top_up_classes(in_G, labels, 3, share=0.5, priority=prob)  # floor 3: one short
+    np.testing.assert_array_equal(np.flatnonzero(half), [15])
+    barred = top_up_classes(in_G, labels, 3, share=0.8, priority=prob, allowed=np.arange(19) != 15)
+    np.testing.assert_array_equal(np.flatnonzero(barred), [14, 16, 17])
+
+
+def test_class_floor_adds_after_removal_and_records_the_additions_as_selected() -> None:
+    features = np.eye(3, 4)[np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2])].astype(np.float32)
+    labels = np.repeat([0, 1, 2], 4)
+    preds = labels.copy()
+    preds[[9, 10, 11]] = 1  # class 2's non-members all predicted 1: agreement admits none
+    preds[8] = 0  # and its one member disagrees: removal would empty the class
+    in_G = np.array([True] * 8 + [True, False, False, False])
+    prob = np.full(12, 0.9)
+    prob[8:] = [0.2, 0.4, 0.3, 0.1]
+    plain = update_confidence_set(in_G, features, labels, preds, 3, lof=False)
+    assert not plain.in_G[8:].any()
+    floored = update_confidence_set(in_G, features, labels, preds, 3, lof=False, min_class_share=0.5,
+                                    label_prob=prob)
+    # median class size after removal is 4, floor 2: class 2 gets its two most likely samples
+    np.testing.assert_array_equal(np.flatnonzero(floored.in_G[8:]) + 8, [9, 10])
+    assert floored.selected[[9, 10]].all() and floored.removed[8]
+    with pytest.raises(ValueError, match="label_prob"):
+        update_confidence_set(in_G, features, labels, preds, 3, lof=False, min_class_share=0.5)

@@ -784,7 +784,7 @@ def _select_and_remove(trainer: Trainer, ext: Extraction, preds: np.ndarray,
         space = torch.from_numpy(space).to(trainer.device)  # LOF on the GPU when there is one
     streak = trainer.note_predictions(preds)
     label_prob = None
-    if m.min_class_keep > 0 or m.removal_max_prob < 1:
+    if m.min_class_keep > 0 or m.removal_max_prob < 1 or m.min_class_share > 0:
         label_prob = _label_prob(ext, trainer.labels)
     removable = removable_mask(streak, m.removal_patience, label_prob, m.removal_max_prob)
     clean = None
@@ -796,7 +796,7 @@ def _select_and_remove(trainer: Trainer, ext: Extraction, preds: np.ndarray,
         confidence_set=m.confidence_set, removal=m.removal, n_neighbors=m.lof_neighbors,
         threshold=m.lof_threshold, backend=backend, protected=protected,
         lof_reference=m.lof_reference, clean=clean, removable=removable, min_class_keep=m.min_class_keep,
-        label_prob=label_prob)
+        label_prob=label_prob, min_class_share=m.min_class_share)
 
 
 def _no_selection(in_G: np.ndarray) -> SelectionResult:

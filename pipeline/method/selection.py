@@ -263,6 +263,7 @@ def update_confidence_set(
     removable: np.ndarray | None = None,
     min_class_keep: float = 0.0,
     label_prob: np.ndarray | None = None,
+    min_class_share: float = 0.0,
 ) -> SelectionResult:
     """One epoch's update of G (Algorithm 1, steps 6-8), with Table 3's ablation switches.
 
@@ -292,6 +293,12 @@ def update_confidence_set(
     or whose probability for their label is below a ceiling (:func:`removable_mask`);
     ``min_class_keep`` keeps each class's G at no less than that share of the samples carrying
     its label, cancelling the removals of the highest ``label_prob`` (see :func:`cap_removal_per_class`).
+
+    ``min_class_share`` (off by default) tops up, after removal, every class of G smaller than
+    that share of the median class's size in G with the non-members carrying its label that have
+    the highest ``label_prob`` (see :func:`top_up_classes`): prediction agreement admits few
+    samples of a class the model confuses with another, and a lopsided G then teaches that
+    confusion.
 
     ``protected`` (bool mask) marks samples that stay in G whatever the mode: the verified
     subset G starts from under simulated noise. They are known to be clean, so Eq. 3's
@@ -332,6 +339,11 @@ def update_confidence_set(
         if min_class_keep > 0:
             removed = cap_removal_per_class(removed, new_G, labels, num_classes, min_class_keep, label_prob)
         new_G = new_G & ~removed
+    if min_class_share > 0 and confidence_set:
+        if label_prob is None:
+            raise ValueError("update_confidence_set: min_class_share > 0 needs label_prob")
+        added = top_up_classes(new_G, labels, num_classes, min_class_share, label_prob, allowed)
+        selected, new_G = selected | added, new_G | added
     if protected is not None:
         new_G = new_G | protected
     return SelectionResult(selected=selected, removed=removed, lof_score=scores, in_G=new_G)
@@ -367,6 +379,24 @@ def cap_removal_per_class(removed: np.ndarray, in_G: np.ndarray, labels: np.ndar
             spared = candidates[np.argsort(order[candidates], kind="stable")][may_remove:]
             removed[spared] = False
     return removed
+
+
+def top_up_classes(in_G: np.ndarray, labels: np.ndarray, num_classes: int, share: float,
+                   priority: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
+    """The non-members that bring every class of G up to ceil(share x median class size of G),
+    or as near as its label's samples allow: within a class, the highest `priority` first (the
+    model's probability for the label). Only `allowed` samples (all when None) are added."""
+    labels, priority = np.asarray(labels), np.asarray(priority)
+    in_G = np.asarray(in_G, dtype=bool)
+    floor = int(np.ceil(share * np.median(np.bincount(labels[in_G], minlength=num_classes))))
+    outside = ~in_G if allowed is None else ~in_G & np.asarray(allowed, dtype=bool)
+    added = np.zeros(len(labels), dtype=bool)
+    for c in range(num_classes):
+        short = floor - int((in_G & (labels == c)).sum())
+        rows = np.flatnonzero(outside & (labels == c))
+        if short > 0 and rows.size:
+            added[rows[np.argsort(-priority[rows], kind="stable")[:short]]] = True
+    return added
 
 
 def confidence_set_quality(in_G: np.ndarray, labels: np.ndarray, clean_labels: np.ndarray) -> dict:
