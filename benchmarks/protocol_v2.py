@@ -142,6 +142,13 @@ TRIALS = {
     # size is topped up with its label's most likely non-members (asym 40 %: the deer and birds
     # that prediction agreement leaves out).
     "paper-no-lc-floor": {"method": {"label_correction": False, "min_class_share": 0.8}},
+    # The best set with Ḡ used too, for asym 40 %, where CE beats a clean G by training on every
+    # image: FixMatch pseudo-labels from the EMA teacher, or Ḡ's given labels through the
+    # transition matrix read off the verified seed (forward correction; needs the all-data warm-up).
+    "paper-no-lc-fixmatch-ema": {"method": {"label_correction": False, "semi_supervised": "fixmatch",
+                                            "fixmatch_ratio": 0.5, "selection_model": "ema"}},
+    "all-data-no-lc-forward": {"method": {"warmup_set": "all", "label_correction": False,
+                                          "semi_supervised": "forward", "fixmatch_ratio": 0.5}},
     "all-data": {"method": {"warmup_set": "all"}},
     # The best set after a warm-up on all of S: at asym 40 % most labels are right (80 %), so a
     # warm-up on all of them selects with a model near CE's rather than the seed's 1000 samples.
