@@ -160,9 +160,10 @@ def cleanlab_record(setting: str, bench: Path, data_path: Path) -> dict:
     frame = pd.DataFrame({"is_issue": flagged, "is_noisy": truth["given"] != truth["clean"],
                           "suggested_label": probs.argmax(1), "suggestion_confidence": probs.max(1),
                           "clean_label": truth["clean"]})
-    retrain_s = protocol_record("ce", setting)["wall_s"]
+    retrain = protocol_record("ce", setting)
+    retrain_s = retrain["wall_s"]
     return {**detection_quality(frame), "wall_s": folds_s + cleanlab_s + retrain_s, "folds_wall_s": folds_s,
-            "cleanlab_s": cleanlab_s, "retrain_wall_s": retrain_s, "folds": FOLDS,
+            "cleanlab_s": cleanlab_s, "retrain_wall_s": retrain_s, "retrain_machine": retrain.get("machine"), "folds": FOLDS,
             "fold_steps": pv2.BUDGET // FOLDS, "oos_top1_noisy": 100.0 * float((probs.argmax(1) == truth["given"]).mean())}
 
 
@@ -222,12 +223,20 @@ def markdown(records: list[dict]) -> str:
                          f"{pv2._fmt(m and m['wall_s'])} | {pv2._fmt(c and c['wall_s'])} | not run yet | "
                          f"{pv2._fmt(m and m['suggested_accuracy'])} |")
             continue
+        wall_met = ('yes' if m['wall_s'] <= c['wall_s'] else 'no') if same_machine(m, c) else \
+            "not comparable (timed on different machines)"
         lines.append(f"| {setting} | {m['f1']:.1f} | {c['f1']:.1f} | {'yes' if m['f1'] >= c['f1'] else 'no'} | "
-                     f"{m['wall_s']:.0f} | {c['wall_s']:.0f} | {'yes' if m['wall_s'] <= c['wall_s'] else 'no'} | "
-                     f"{m['suggested_accuracy']:.1f} |")
+                     f"{m['wall_s']:.0f} | {c['wall_s']:.0f} | {wall_met} | {m['suggested_accuracy']:.1f} |")
     last = rows[-1] if rows else {}
     lines += ["", f"Command: `{last.get('command', '')}`; machine: {last.get('machine', '')}.", ""]
     return "\n".join(lines)
+
+
+def same_machine(mtadcs: dict, cleanlab: dict) -> bool:
+    """Whether both wall times were measured on one machine: MTaDCS's run, cleanlab's folds and the
+    CE cell whose time stands for cleanlab's retrain (the machine string names the VM's kernel build)."""
+    machines = {mtadcs.get("machine"), cleanlab.get("machine"), cleanlab.get("retrain_machine", cleanlab.get("machine"))}
+    return len(machines) == 1
 
 
 def write_table(records: list[dict]) -> None:

@@ -42,6 +42,9 @@ def test_the_table_says_whether_each_target_is_met(bench) -> None:
     text = bench.markdown(records)
     assert "| sym50 | 85.0 | 80.0 | yes | 100 | 90 | no | 60.0 |" in text
     assert "| asym40 | – | – | not run yet |" in text
+    elsewhere = [records[0], {**records[1], "setting": "sym50", "retrain_machine": "another VM"}]
+    assert "| sym50 | 85.0 | 80.0 | yes | 100 | 90 | not comparable (timed on different machines) | 60.0 |" \
+        in bench.markdown(elsewhere)
 
 
 def test_the_mtadcs_export_refuses_a_best_set_record_of_another_configuration(bench, tmp_path, monkeypatch) -> None:
