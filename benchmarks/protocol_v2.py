@@ -392,7 +392,7 @@ def command_run(args: argparse.Namespace) -> None:
 # Fields added to the schema after some records were made, each with the value that does what the
 # code did before the field existed. A record made earlier was hashed without them.
 ADDED_FIELDS = {("method", "removal_max_prob"): 1.0, ("method", "self_seed_per_class"): 0,
-                ("runtime", "data_path"): "auto", ("runtime", "processes"): 1}
+                ("runtime", "data_path"): "auto", ("runtime", "processes"): 1, ("method", "min_class_share"): 0.0}
 
 
 def same_configuration(record: dict, cell: CellConfig) -> bool:
