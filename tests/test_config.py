@@ -16,6 +16,7 @@ def cell(**sections: dict):
     ({"optim": {"class_balanced": True}}, "class_balanced needs iters_per_epoch"),
     ({"method": {"lof_reference": "G", "confidence_set": False}}, "lof_reference 'G' needs"),
     ({"method": {"moco_momentum": 1.5}}, "must be 'auto' or lie in"),
+    ({"method": {"min_class_keep": 1.5}}, "must be 'auto' or lie in"),
     ({"optim": {"iters_per_epoch": 0}}, "iters_per_epoch"),
 ])
 def test_settings_that_would_be_ignored_or_invalid_stop_with_one_line(sections: dict, message: str) -> None:
@@ -27,6 +28,7 @@ def test_valid_variant_settings_resolve() -> None:
     c = cell(optim={"iters_per_epoch": "S", "class_balanced": True}, method={"lof_reference": "G", "moco_momentum": 0.99})
     assert (c.optim.iters_per_epoch, c.method.moco_momentum, c.method.lof_reference) == ("S", 0.99, "G")
     assert cell(optim={"iters_per_epoch": 40}).optim.iters_per_epoch == 40
+    assert cell(method={"min_class_keep": "auto"}).method.min_class_keep == "auto"
 
 
 def test_identity_of_a_real_noise_cell_has_no_rate() -> None:

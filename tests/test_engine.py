@@ -768,6 +768,30 @@ def test_class_floor_tops_short_classes_of_G_up_to_the_median(tmp_path, data, la
     np.testing.assert_array_equal(sizes["floor"], np.maximum(sizes["paper"], floor))
 
 
+def test_auto_class_keep_is_estimated_from_the_warm_up_model_and_held(tmp_path, data, labels) -> None:
+    """min_class_keep auto without a seed: each class's floor is the share of its samples a loss
+    GMM on the warm-up model calls clean, estimated at the opening selection and held afterwards;
+    removal leaves every class at least that share of its labelled samples."""
+    from pipeline.method.selection import gmm_clean_share
+
+    seedless = engine.TrainingLabels(given=labels.given, clean=labels.clean, init_G=np.ones_like(labels.init_G))
+    cell = make_cell(noise={"init": "all"}, method={"min_class_keep": "auto", "label_correction": False})
+    engine.run_warmup(cell, data, seedless, tmp_path / "w")
+    warm = tmp_path / "w" / engine.CHECKPOINT
+    logits = engine.extract_checkpoint(cell, data, warm).logits
+    losses = torch.nn.functional.cross_entropy(logits, torch.as_tensor(seedless.given), reduction="none").numpy()
+    expected = gmm_clean_share(losses, seedless.given, K)
+    with pytest.raises(Interrupted):
+        engine.run_train(cell, data, seedless, warm, tmp_path / "t", on_epoch=stop_after(T_P + 1))
+    state = engine.load_checkpoint(tmp_path / "t" / engine.CHECKPOINT)
+    assert state["epoch"] == T_P + 1  # one selection round after the opening one
+    np.testing.assert_allclose(state["class_keep"].numpy(), expected)
+    opening = trace_frame(tmp_path / "t" / "epochs").query(f"epoch == {T_P}")
+    in_G, label = opening["in_G"].to_numpy(), opening["label"].to_numpy()
+    counts = np.bincount(label, minlength=K)
+    assert (np.bincount(label[in_G], minlength=K) >= np.ceil(np.nan_to_num(expected) * counts)).all()
+
+
 def test_forward_correction_without_a_verified_seed_is_a_user_error(tmp_path, data, labels) -> None:
     cell = make_cell(method={"warmup_set": "all", "semi_supervised": "forward"})
     with pytest.raises(UserError, match="no verified seed|has none"):

@@ -347,6 +347,27 @@ def test_cap_removal_keeps_each_class_at_its_share_removing_the_least_likely_fir
     assert capped[10]  # class 1: 4 in G, floor 2, one removal asked: allowed
 
 
+def test_cap_removal_takes_one_share_per_class() -> None:
+    from pipeline.method.selection import cap_removal_per_class
+
+    labels = np.array([0] * 10 + [1] * 10)
+    in_G, removed = np.ones(20, dtype=bool), np.ones(20, dtype=bool)
+    capped = cap_removal_per_class(removed, in_G, labels, 2, keep_share=np.array([0.3, 0.8]))
+    assert (capped[:10].sum(), capped[10:].sum()) == (7, 2)  # floors of 3 and 8 members
+
+
+def test_gmm_clean_share_is_each_classs_share_in_its_low_loss_cluster() -> None:
+    from pipeline.method.selection import gmm_clean_share
+
+    rng = np.random.default_rng(0)
+    low, high = rng.normal(0.1, 0.01, 20), rng.normal(3.0, 0.01, 20)
+    losses = np.concatenate([low[:6], high[:4], low[6:14], high[4:6]])  # class 0: 6 of 10 low; class 1: 8 of 10
+    labels = np.array([0] * 10 + [1] * 10)
+    shares = gmm_clean_share(losses, labels, 3)
+    np.testing.assert_allclose(shares[:2], [0.6, 0.8])
+    assert np.isnan(shares[2])  # no sample carries label 2
+
+
 def test_removal_takes_only_what_the_moving_trace_allows() -> None:
     features = np.eye(3, 4)[np.array([0, 0, 1, 1, 2, 2])].astype(np.float32)
     labels = np.array([0, 0, 1, 1, 2, 2])

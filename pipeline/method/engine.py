@@ -59,6 +59,7 @@ from pipeline.method.selection import (
     confidence_set_quality,
     confident_per_class,
     gmm_clean_mask,
+    gmm_clean_share,
     removable_mask,
     update_confidence_set,
 )
@@ -261,6 +262,7 @@ class Trainer:
         self.soft = init_soft_labels(labels.given, data.num_classes)
         self.transition: torch.Tensor | None = None  # p(noisy | clean), for forward correction
         self.disagree_streak = np.zeros(n, dtype=np.int64)  # selection rounds in a row with ŷ != label
+        self.class_keep: np.ndarray | None = None  # min_class_keep "auto": the shares estimated at round one
         self.history: list[dict] = []
 
     def _data_parallel(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -501,6 +503,7 @@ class Trainer:
             "queue": self.queue.state_dict(), "optimizer": self.optimizer.state_dict(),
             "in_G": torch.as_tensor(self.in_G), "labels": torch.as_tensor(self.labels), "soft": self.soft,
             "transition": self.transition, "disagree_streak": torch.as_tensor(self.disagree_streak),
+            "class_keep": None if self.class_keep is None else torch.as_tensor(self.class_keep),
             "history": self.history,
         }
         if distributed.is_main():  # under torchrun rank 0 writes; the others wait for the file
@@ -533,6 +536,8 @@ class Trainer:
         self.transition = state.get("transition")
         streak = state.get("disagree_streak")  # absent from checkpoints written before the moving trace
         self.disagree_streak = np.zeros(len(self.in_G), dtype=np.int64) if streak is None else streak.numpy().copy()
+        keep = state.get("class_keep")
+        self.class_keep = None if keep is None else keep.numpy().copy()
         if not weights_only_model:
             self.epoch = state["epoch"]
             self.history = list(state["history"])
@@ -784,19 +789,39 @@ def _select_and_remove(trainer: Trainer, ext: Extraction, preds: np.ndarray,
         space = torch.from_numpy(space).to(trainer.device)  # LOF on the GPU when there is one
     streak = trainer.note_predictions(preds)
     label_prob = None
-    if m.min_class_keep > 0 or m.removal_max_prob < 1 or m.min_class_share > 0:
+    if m.min_class_keep != 0 or m.removal_max_prob < 1 or m.min_class_share > 0:
         label_prob = _label_prob(ext, trainer.labels)
     removable = removable_mask(streak, m.removal_patience, label_prob, m.removal_max_prob)
     clean = None
     if m.loss_filter == "gmm":
-        losses = F.cross_entropy(ext.logits, torch.as_tensor(trainer.labels), reduction="none").numpy()
-        clean = gmm_clean_mask(losses, trainer.labels, trainer.data.num_classes, seed=trainer.cell.runtime.seed)
+        clean = gmm_clean_mask(_losses(ext, trainer.labels), trainer.labels, trainer.data.num_classes,
+                               seed=trainer.cell.runtime.seed)
     return update_confidence_set(
         trainer.in_G, space, trainer.labels, preds, trainer.data.num_classes, lof=m.lof,
         confidence_set=m.confidence_set, removal=m.removal, n_neighbors=m.lof_neighbors,
         threshold=m.lof_threshold, backend=backend, protected=protected,
-        lof_reference=m.lof_reference, clean=clean, removable=removable, min_class_keep=m.min_class_keep,
+        lof_reference=m.lof_reference, clean=clean, removable=removable, min_class_keep=_class_keep(trainer, ext),
         label_prob=label_prob, min_class_share=m.min_class_share)
+
+
+def _losses(ext: Extraction, labels: np.ndarray) -> np.ndarray:
+    return F.cross_entropy(ext.logits, torch.as_tensor(labels), reduction="none").numpy()
+
+
+def _class_keep(trainer: Trainer, ext: Extraction) -> float | np.ndarray:
+    """method.min_class_keep, or for "auto" the per-class clean shares a loss GMM estimates at the
+    first selection round. Held afterwards: once removal stops training on a sample its loss
+    grows, so a later estimate would follow G down instead of the labels' noise."""
+    keep = trainer.cell.method.min_class_keep
+    if keep != "auto":
+        return keep
+    if trainer.class_keep is None:
+        shares = gmm_clean_share(_losses(ext, trainer.labels), trainer.labels, trainer.data.num_classes,
+                                 seed=trainer.cell.runtime.seed)
+        trainer.class_keep = distributed.broadcast_array(shares)
+        log.info("min_class_keep auto: each class keeps at least %s of its labelled samples",
+                 np.round(trainer.class_keep, 2).tolist())
+    return trainer.class_keep
 
 
 def _no_selection(in_G: np.ndarray) -> SelectionResult:

@@ -232,6 +232,16 @@ def gmm_clean_mask(losses: np.ndarray, labels: np.ndarray, num_classes: int, *, 
     return clean
 
 
+def gmm_clean_share(losses: np.ndarray, labels: np.ndarray, num_classes: int, *, seed: int = 0) -> np.ndarray:
+    """Each label class's share of samples that :func:`gmm_clean_mask` calls clean: an estimate of
+    how many of its labels are right, for a run that does not know its noise rate (NaN for a
+    class with no sample)."""
+    clean = gmm_clean_mask(losses, labels, num_classes, seed=seed)
+    counts = np.bincount(labels, minlength=num_classes).astype(float)
+    kept = np.bincount(labels[clean], minlength=num_classes).astype(float)
+    return np.divide(kept, counts, out=np.full(num_classes, np.nan), where=counts > 0)
+
+
 def confident_per_class(label_prob: np.ndarray, labels: np.ndarray, num_classes: int, per_class: int) -> np.ndarray:
     """The `per_class` samples of each label with the highest probability for their label (all
     of a label's samples when it has fewer; ties go to the lower position)."""
@@ -261,7 +271,7 @@ def update_confidence_set(
     lof_reference: Literal["candidates", "G"] = "candidates",
     clean: np.ndarray | None = None,
     removable: np.ndarray | None = None,
-    min_class_keep: float = 0.0,
+    min_class_keep: float | np.ndarray = 0.0,
     label_prob: np.ndarray | None = None,
     min_class_share: float = 0.0,
 ) -> SelectionResult:
@@ -291,8 +301,9 @@ def update_confidence_set(
     rule): ``removable`` (bool mask) is what removal may take at all, e.g. the samples whose
     prediction has disagreed with their label for several epochs in a row (the moving trace),
     or whose probability for their label is below a ceiling (:func:`removable_mask`);
-    ``min_class_keep`` keeps each class's G at no less than that share of the samples carrying
-    its label, cancelling the removals of the highest ``label_prob`` (see :func:`cap_removal_per_class`).
+    ``min_class_keep`` (one share, or one per class) keeps each class's G at no less than that
+    share of the samples carrying its label, cancelling the removals of the highest ``label_prob``
+    (see :func:`cap_removal_per_class`).
 
     ``min_class_share`` (off by default) tops up, after removal, every class of G smaller than
     that share of the median class's size in G with the non-members carrying its label that have
@@ -336,7 +347,7 @@ def update_confidence_set(
             removed &= np.asarray(removable, dtype=bool)
         if protected is not None:
             removed &= ~protected
-        if min_class_keep > 0:
+        if np.any(np.asarray(min_class_keep) > 0):
             removed = cap_removal_per_class(removed, new_G, labels, num_classes, min_class_keep, label_prob)
         new_G = new_G & ~removed
     if min_class_share > 0 and confidence_set:
@@ -364,15 +375,17 @@ def removable_mask(streak: np.ndarray, patience: int, label_prob: np.ndarray | N
 
 
 def cap_removal_per_class(removed: np.ndarray, in_G: np.ndarray, labels: np.ndarray, num_classes: int,
-                          keep_share: float, priority: np.ndarray | None = None) -> np.ndarray:
+                          keep_share: float | np.ndarray, priority: np.ndarray | None = None) -> np.ndarray:
     """The removals that leave every class's G with at least ceil(keep_share x |class in S|)
-    members (or all it had, if fewer). Within a class, the removals of lowest `priority` (the
-    model's probability for the label; removal order by position when None) go first."""
+    members (or all it had, if fewer); `keep_share` is one share or one per class. Within a
+    class, the removals of lowest `priority` (the model's probability for the label; removal
+    order by position when None) go first."""
     removed = np.asarray(removed, dtype=bool).copy()
     order = np.arange(len(labels)) if priority is None else np.asarray(priority)
+    shares = np.broadcast_to(np.nan_to_num(np.asarray(keep_share, dtype=float)), (num_classes,))
     for c in range(num_classes):
         members = labels == c
-        floor = int(np.ceil(keep_share * members.sum()))
+        floor = int(np.ceil(shares[c] * members.sum()))
         may_remove = max(int((in_G & members).sum()) - floor, 0)
         candidates = np.flatnonzero(removed & members)
         if len(candidates) > may_remove:
