@@ -480,8 +480,10 @@ def command_tune(args: argparse.Namespace) -> None:
     from pipeline.tracking.mlflow_runs import flatten
 
     results = RESULTS.parent / "protocol_v2_tuning.jsonl"
-    done = {(r["trial"], r["setting"]) for r in map(json.loads, results.read_text().splitlines())} \
-        if results.exists() else set()
+    # A trial is one switch set at one setting and one budget: the same set at half and whole budget
+    # are two records.
+    done = {_trial_key(r) for r in map(json.loads, results.read_text().splitlines())} if results.exists() else set()
+    per_epoch = int(STEPS_PER_EPOCH * args.budget_fraction)
     provenance()
     data = validation_npz(args.data, args.setting, args.dir)
     mlflow.set_tracking_uri(args.mlflow_uri or f"sqlite:///{(args.dir / 'mlflow.db').resolve()}")
@@ -493,12 +495,12 @@ def command_tune(args: argparse.Namespace) -> None:
         mlflow.set_tags({"budget_steps": BUDGET, "validation_fraction": VALIDATION_FRACTION,
                          "scored_on": "validation split, noisy labels"})
         for trial in args.trials:
-            if (trial, args.setting) in done and not args.force:
-                log.info("trial %s at %s: finished, skipped", trial, args.setting)
+            key = (trial, args.setting, per_epoch)
+            if key in done and not args.force:
+                log.info("trial %s at %s, %d steps an epoch: finished, skipped", *key)
                 continue
             override = TRIALS[trial]
-            per_epoch = int(STEPS_PER_EPOCH * args.budget_fraction)
-            cell = make_cell(override, f"tune-{trial}-{args.setting}", data, args.setting, per_epoch)
+            cell = make_cell(override, f"tune-{trial}-{args.setting}-{per_epoch}spe", data, args.setting, per_epoch)
             if args.force:
                 shutil.rmtree(args.dir / cell.name, ignore_errors=True)
             with mlflow.start_run(run_name=trial, nested=True):
@@ -515,10 +517,14 @@ def command_tune(args: argparse.Namespace) -> None:
                                               "s_per_step", "wall_s")},
                     "override": override, **provenance()}
             kept = [ln for ln in (results.read_text().splitlines() if results.exists() else [])
-                    if (json.loads(ln)["trial"], json.loads(ln)["setting"]) != (trial, args.setting)]
+                    if _trial_key(json.loads(ln)) != key]
             with atomic_path(results) as tmp:
                 Path(tmp).write_text("".join(f"{ln}\n" for ln in [*kept, json.dumps(line)]))
             log.info("trial %s: validation top-1 %.2f", trial, result["top1"])
+
+
+def _trial_key(record: dict) -> tuple[str, str, int]:
+    return record["trial"], record["setting"], record["steps_per_epoch"]
 
 
 def _tuning_metric(key: str) -> str:

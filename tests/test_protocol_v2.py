@@ -4,6 +4,7 @@ never touches x_test, and the results table reports the issue's targets."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -236,3 +237,24 @@ def test_a_reused_result_is_taken_from_a_run_of_its_own_and_names_that_runs_dire
     reused = next(r for r in bench.load_records(tmp_path / "protocol_v2.json") if r["method"] == "mtadcs-best")
     assert (reused["top1"], reused["same_run_as"]) == (67.0, "ablation:best-without-removal")
     assert bench.run_dir_name(reused) == "ablation-best-without-removal-sym50"
+
+
+def test_a_tuning_trial_at_another_budget_is_another_record(bench, npz, tmp_path, monkeypatch) -> None:
+    """A trial run at half budget does not stand for the same switch set at the whole budget:
+    both run (in directories of their own) and both records are kept."""
+    monkeypatch.setattr(bench, "RESULTS", tmp_path / "protocol_v2")
+    ran: list[str] = []
+
+    def fake_run(cell, out, budget):
+        ran.append(out.name)
+        return {"top1": 30.0, "top1_before_finetune": 29.0, "G_size": 1, "G_precision": 1.0, "G_recall": 1.0,
+                "steps": budget, "s_per_step": 0.1, "wall_s": 1.0, "curve": [[budget, 30.0]]}
+
+    monkeypatch.setattr(bench, "run_cell", fake_run)
+    for fraction in (0.5, 1.0, 0.5):  # the last one is finished already: skipped
+        args = type("Args", (), {"trials": ["paper"], "setting": "sym50", "budget_fraction": fraction, "force": False,
+                                 "data": npz, "dir": tmp_path, "mlflow_uri": f"sqlite:///{tmp_path / 'm.db'}"})()
+        bench.command_tune(args)
+    assert ran == ["tune-paper-sym50-20spe", "tune-paper-sym50-40spe"]
+    lines = (tmp_path / "protocol_v2_tuning.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["steps_per_epoch"] for line in lines) == [20, 40]
