@@ -736,6 +736,25 @@ def test_removal_patience_spares_a_single_disagreement_and_the_streak_survives_a
     np.testing.assert_array_equal(trainer.disagree_streak, streak)
 
 
+def test_selection_patience_admits_no_one_on_a_single_agreement_and_the_streak_survives_a_restart(
+        tmp_path, data, labels, warm) -> None:
+    """The opening selection is every sample's first round: with a patience of 2 no candidate has
+    agreed twice yet, so none enters G, where the paper's rule selects some; the next round may."""
+    seen: list[dict] = []
+    for name, patience in (("paper", 1), ("patient", 2)):
+        with pytest.raises(Interrupted):
+            engine.run_train(make_cell(method={"selection_patience": patience}), data, labels, warm, tmp_path / name,
+                             on_epoch=record_then_stop(seen))
+    assert seen[0]["selected"] > 0  # the case needs the paper's rule to select at the opening round
+    assert seen[1]["selected"] == 0
+    state = engine.load_checkpoint(tmp_path / "patient" / engine.CHECKPOINT)
+    agree = state["agree_streak"].numpy()
+    assert set(np.unique(agree)) <= {0, 1} and agree.sum() >= seen[0]["selected"]
+    trainer = engine.Trainer(make_cell(), data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, key_encoder=True)
+    trainer.restore(state)
+    np.testing.assert_array_equal(trainer.agree_streak, agree)
+
+
 def test_removal_max_prob_spares_the_members_whose_label_is_not_unlikely(tmp_path, data, labels, warm) -> None:
     """The opening selection removes at least TWINS/2 planted twins under the paper's rule; with a
     ceiling no float32 softmax of this tiny model reaches (1e-30), removal may take none. A ceiling

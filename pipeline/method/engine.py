@@ -262,6 +262,7 @@ class Trainer:
         self.soft = init_soft_labels(labels.given, data.num_classes)
         self.transition: torch.Tensor | None = None  # p(noisy | clean), for forward correction
         self.disagree_streak = np.zeros(n, dtype=np.int64)  # selection rounds in a row with ŷ != label
+        self.agree_streak = np.zeros(n, dtype=np.int64)  # selection rounds in a row with ŷ == label
         self.class_keep: np.ndarray | None = None  # min_class_keep "auto": the shares estimated at round one
         self.history: list[dict] = []
 
@@ -294,8 +295,11 @@ class Trainer:
 
     def note_predictions(self, preds: np.ndarray) -> np.ndarray:
         """One more selection round of the moving trace: each sample's run of rounds whose
-        prediction disagrees with its current label grows by one, or restarts at 0."""
-        self.disagree_streak = np.where(preds != self.labels, self.disagree_streak + 1, 0)
+        prediction disagrees with its current label grows by one, or restarts at 0 (and its run of
+        agreeing rounds the other way round)."""
+        disagrees = preds != self.labels
+        self.disagree_streak = np.where(disagrees, self.disagree_streak + 1, 0)
+        self.agree_streak = np.where(disagrees, 0, self.agree_streak + 1)
         return self.disagree_streak
 
     def begin_phase(self, first_epoch: int = 0) -> None:
@@ -503,6 +507,7 @@ class Trainer:
             "queue": self.queue.state_dict(), "optimizer": self.optimizer.state_dict(),
             "in_G": torch.as_tensor(self.in_G), "labels": torch.as_tensor(self.labels), "soft": self.soft,
             "transition": self.transition, "disagree_streak": torch.as_tensor(self.disagree_streak),
+            "agree_streak": torch.as_tensor(self.agree_streak),
             "class_keep": None if self.class_keep is None else torch.as_tensor(self.class_keep),
             "history": self.history,
         }
@@ -536,6 +541,8 @@ class Trainer:
         self.transition = state.get("transition")
         streak = state.get("disagree_streak")  # absent from checkpoints written before the moving trace
         self.disagree_streak = np.zeros(len(self.in_G), dtype=np.int64) if streak is None else streak.numpy().copy()
+        agree = state.get("agree_streak")
+        self.agree_streak = np.zeros(len(self.in_G), dtype=np.int64) if agree is None else agree.numpy().copy()
         keep = state.get("class_keep")
         self.class_keep = None if keep is None else keep.numpy().copy()
         if not weights_only_model:
@@ -792,10 +799,13 @@ def _select_and_remove(trainer: Trainer, ext: Extraction, preds: np.ndarray,
     if m.min_class_keep != 0 or m.removal_max_prob < 1 or m.min_class_share > 0:
         label_prob = _label_prob(ext, trainer.labels)
     removable = removable_mask(streak, m.removal_patience, label_prob, m.removal_max_prob)
-    clean = None
+    clean = None  # what selection may admit besides Eq. 2's own conditions
     if m.loss_filter == "gmm":
         clean = gmm_clean_mask(_losses(ext, trainer.labels), trainer.labels, trainer.data.num_classes,
                                seed=trainer.cell.runtime.seed)
+    if m.selection_patience > 1:
+        settled = trainer.agree_streak >= m.selection_patience
+        clean = settled if clean is None else clean & settled
     return update_confidence_set(
         trainer.in_G, space, trainer.labels, preds, trainer.data.num_classes, lof=m.lof,
         confidence_set=m.confidence_set, removal=m.removal, n_neighbors=m.lof_neighbors,
