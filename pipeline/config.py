@@ -163,6 +163,10 @@ class MethodConfig(Section):
     # its label this many rounds in a row (1: the paper's single agreement). Wrong labels that
     # the model predicts on some rounds and not on others (the moving trace again) stay out.
     selection_patience: int = Field(1, ge=1)
+    # A prediction agrees with its label (Eq. 2's entry, Eq. 3's stay) only when the model gives
+    # the label at least this probability (0: any agreement, the paper). At sym 50 % a quarter of
+    # the samples entering the best set's G were mislabelled, most of them agreed at low confidence.
+    agreement_min_prob: float = Field(0.0, ge=0.0, lt=1.0)
     min_class_keep: float | Literal["auto"] = 0.0
     # After each selection round, every class of G smaller than this share of the median class's
     # size in G is topped up with the non-members of its label the model finds most likely to

@@ -755,6 +755,25 @@ def test_selection_patience_admits_no_one_on_a_single_agreement_and_the_streak_s
     np.testing.assert_array_equal(trainer.agree_streak, agree)
 
 
+def test_agreement_min_prob_keeps_only_members_the_model_gives_their_label_that_probability(
+        tmp_path, data, labels, warm) -> None:
+    """At the opening selection (the warm-up model's predictions) every member of G outside the
+    protected seed must give its label at least agreement_min_prob; the paper's G has some that
+    do not, so the switch must have removed or kept them out."""
+    q = 0.999
+    logits = engine.extract_checkpoint(make_cell(), data, warm).logits
+    prob = logits.softmax(1)[torch.arange(len(labels.given)), torch.as_tensor(labels.given)].numpy()
+    members = {}
+    for name, method in (("paper", {}), ("sure", {"agreement_min_prob": q})):
+        with pytest.raises(Interrupted):
+            engine.run_train(make_cell(method={**method, "label_correction": False}), data, labels, warm,
+                             tmp_path / name, on_epoch=record_then_stop([]))
+        opening = trace_frame(tmp_path / name / "epochs").query(f"epoch == {T_P}")
+        members[name] = opening["in_G"].to_numpy() & ~labels.init_G
+    assert (prob[members["paper"]] < q).any()  # the case needs a weak agreement in the paper's G
+    assert (prob[members["sure"]] >= q).all()
+
+
 def test_removal_max_prob_spares_the_members_whose_label_is_not_unlikely(tmp_path, data, labels, warm) -> None:
     """The opening selection removes at least TWINS/2 planted twins under the paper's rule; with a
     ceiling no float32 softmax of this tiny model reaches (1e-30), removal may take none. A ceiling

@@ -368,6 +368,18 @@ def test_gmm_clean_share_is_each_classs_share_in_its_low_loss_cluster() -> None:
     assert np.isnan(shares[2])  # no sample carries label 2
 
 
+def test_an_unsure_agreement_counts_as_disagreement_for_entry_and_stay() -> None:
+    features = np.eye(2, 4)[np.array([0, 0, 0, 1, 1, 1])].astype(np.float32)
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    preds = labels.copy()  # every prediction agrees
+    in_G = np.array([True, True, False, True, False, False])
+    unsure = np.array([False, True, True, False, False, True])
+    result = update_confidence_set(in_G, features, labels, preds, 2, lof=False, unsure=unsure)
+    np.testing.assert_array_equal(result.selected, [False, False, False, False, True, False])
+    np.testing.assert_array_equal(result.removed, [False, True, False, False, False, False])
+    np.testing.assert_array_equal(result.in_G, [True, False, False, True, True, False])
+
+
 def test_removal_takes_only_what_the_moving_trace_allows() -> None:
     features = np.eye(3, 4)[np.array([0, 0, 1, 1, 2, 2])].astype(np.float32)
     labels = np.array([0, 0, 1, 1, 2, 2])

@@ -796,7 +796,7 @@ def _select_and_remove(trainer: Trainer, ext: Extraction, preds: np.ndarray,
         space = torch.from_numpy(space).to(trainer.device)  # LOF on the GPU when there is one
     streak = trainer.note_predictions(preds)
     label_prob = None
-    if m.min_class_keep != 0 or m.removal_max_prob < 1 or m.min_class_share > 0:
+    if m.min_class_keep != 0 or m.removal_max_prob < 1 or m.min_class_share > 0 or m.agreement_min_prob > 0:
         label_prob = _label_prob(ext, trainer.labels)
     removable = removable_mask(streak, m.removal_patience, label_prob, m.removal_max_prob)
     clean = None  # what selection may admit besides Eq. 2's own conditions
@@ -806,11 +806,12 @@ def _select_and_remove(trainer: Trainer, ext: Extraction, preds: np.ndarray,
     if m.selection_patience > 1:
         settled = trainer.agree_streak >= m.selection_patience
         clean = settled if clean is None else clean & settled
+    unsure = (preds == trainer.labels) & (label_prob < m.agreement_min_prob) if m.agreement_min_prob > 0 else None
     return update_confidence_set(
         trainer.in_G, space, trainer.labels, preds, trainer.data.num_classes, lof=m.lof,
         confidence_set=m.confidence_set, removal=m.removal, n_neighbors=m.lof_neighbors,
         threshold=m.lof_threshold, backend=backend, protected=protected,
-        lof_reference=m.lof_reference, clean=clean, removable=removable, min_class_keep=_class_keep(trainer, ext),
+        lof_reference=m.lof_reference, clean=clean, removable=removable, unsure=unsure, min_class_keep=_class_keep(trainer, ext),
         label_prob=label_prob, min_class_share=m.min_class_share)
 
 

@@ -271,6 +271,7 @@ def update_confidence_set(
     lof_reference: Literal["candidates", "G"] = "candidates",
     clean: np.ndarray | None = None,
     removable: np.ndarray | None = None,
+    unsure: np.ndarray | None = None,
     min_class_keep: float | np.ndarray = 0.0,
     label_prob: np.ndarray | None = None,
     min_class_share: float = 0.0,
@@ -297,6 +298,10 @@ def update_confidence_set(
     against it (see :func:`select_by_lof`). ``clean`` (bool mask, e.g. :func:`gmm_clean_mask`)
     is a further condition on every candidate, required together with prediction agreement.
 
+    ``unsure`` (bool mask, off by default) marks samples whose prediction agrees with their label
+    too weakly to count (e.g. the model gives the label under even odds): they are treated as
+    disagreeing, so selection cannot admit them and removal takes them.
+
     Two limits on removal for runs without a verified seed (both off by default, the paper's
     rule): ``removable`` (bool mask) is what removal may take at all, e.g. the samples whose
     prediction has disagreed with their label for several epochs in a row (the moving trace),
@@ -321,6 +326,10 @@ def update_confidence_set(
     scores = np.full(n, np.nan, dtype=np.float32)
     base = in_G if confidence_set else np.zeros(n, dtype=bool)
     allowed = np.ones(n, dtype=bool) if clean is None else np.asarray(clean, dtype=bool)
+    disagrees = preds != labels
+    if unsure is not None:
+        allowed = allowed & ~np.asarray(unsure, dtype=bool)
+        disagrees = disagrees | np.asarray(unsure, dtype=bool)
     if lof:
         candidates = (~in_G if confidence_set else np.ones(n, dtype=bool)) & allowed
         reference = in_G if (lof_reference == "G" and confidence_set) else None
@@ -342,7 +351,7 @@ def update_confidence_set(
     new_G = base | selected
     removed = np.zeros(n, dtype=bool)
     if removal and confidence_set:
-        removed = new_G & (preds != labels)
+        removed = new_G & disagrees
         if removable is not None:
             removed &= np.asarray(removable, dtype=bool)
         if protected is not None:
