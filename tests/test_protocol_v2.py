@@ -90,12 +90,12 @@ def test_table_reports_gaps_wall_ratio_and_missed_targets(bench, tmp_path, monke
 
 
 def test_table_shows_what_each_ablated_switch_adds(bench, monkeypatch) -> None:
-    monkeypatch.setattr(bench, "BEST", {})  # the four component variants, whatever the tuning picked
-    records = [_record("mtadcs-best", "sym50", 60.0, 2000.0),
+    monkeypatch.setattr(bench, "ABLATED", {})  # the four component variants, whatever the tuning picked
+    records = [_record(bench.ABLATED_METHOD, "sym50", 60.0, 2000.0),
                _record("ablation:best-without-mixup", "sym50", 57.5, 1900.0),
                _record("ablation:best-without-removal", "sym50", 61.0, 1800.0)]
     text = bench.markdown(records)
-    assert "| mtadcs-best (the best set) | 60.0 | – |" in text
+    assert f"| {bench.ABLATED_METHOD} (the set ablated) | 60.0 | – |" in text
     assert "| best-without-mixup | 57.5 | +2.5 |" in text  # mixup helps
     assert "| best-without-removal | 61.0 | -1.0 |" in text  # removal hurts
     assert "| best-without-contrastive | not run yet |" in text
@@ -103,7 +103,7 @@ def test_table_shows_what_each_ablated_switch_adds(bench, monkeypatch) -> None:
     assert names == list(bench.ablation_variants())  # one row per variant, run or not, in the variants' order
     assert "Ablation" not in bench.markdown(records[:1])  # no ablation cell: no section
     without_best = bench.markdown(records[1:])
-    assert "| mtadcs-best (the best set) | not run yet |" in without_best
+    assert f"| {bench.ABLATED_METHOD} (the set ablated) | not run yet |" in without_best
     assert "| best-without-mixup | 57.5 | – |" in without_best
 
 
@@ -172,7 +172,7 @@ def test_run_ablation_runs_only_the_variants_named(bench, npz, tmp_path, monkeyp
 
 
 def test_ablation_turns_back_each_switch_of_the_best_set_and_skips_components_it_has_off(bench, monkeypatch) -> None:
-    monkeypatch.setattr(bench, "BEST", {"method": {"label_correction": False, "selection_model": "ema"}})
+    monkeypatch.setattr(bench, "ABLATED", {"method": {"label_correction": False, "selection_model": "ema"}})
     variants = bench.ablation_variants()
     assert variants["best-with-paper-label_correction"] == {"method": {"selection_model": "ema"}}
     assert variants["best-with-paper-selection_model"] == {"method": {"label_correction": False}}
