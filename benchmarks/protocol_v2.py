@@ -580,8 +580,9 @@ def markdown(records: list[dict]) -> str:
              "step; wall time of the whole cell (noise, training, per-epoch extraction and selection, "
              "evaluation). Hyper-parameters and the best switch set were chosen on a validation split "
              "(`benchmarks/results/protocol_v2_tuning.jsonl`), never on x_test; the seedless set's "
-             "selection rule and its removal ceiling came after an earlier set's test cells, and the best set's "
-             "trial (paper-no-lc) after the test ablation of label correction (README).", "",
+             "selection rule and its removal ceiling came after an earlier set's test cells, and the trial of "
+             "mtadcs-best-v1 (paper-no-lc) after the test ablation of label correction (README); mtadcs-best "
+             "(paper-no-lc-sure, the same with agreement at p(label) >= 0.5) was picked on validation alone.", "",
              "| setting | method | " + " | ".join(COLUMNS) + " | wall / CE | commit |",
              "|---|---|" + "---|" * (len(COLUMNS) + 2)]
     ordered = sorted(records, key=lambda r: (list(SETTINGS).index(r["setting"]), r["method"]))
