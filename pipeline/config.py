@@ -159,15 +159,16 @@ class MethodConfig(Section):
     # calls clean at the first selection round (the warm-up model, which has seen all of S alike),
     # held for the run: about 0.5 at 50 % noise, 0.75 at 10 % (a fixed share must guess the rate).
     removal_patience: int = Field(1, ge=1)
+    min_class_keep: float | Literal["auto"] = 0.0
     # selection_patience: a sample outside G is selected only after its prediction agreed with
     # its label this many rounds in a row (1: the paper's single agreement). Wrong labels that
     # the model predicts on some rounds and not on others (the moving trace again) stay out.
     selection_patience: int = Field(1, ge=1)
     # A prediction agrees with its label (Eq. 2's entry, Eq. 3's stay) only when the model gives
     # the label at least this probability (0: any agreement, the paper). At sym 50 % a quarter of
-    # the samples entering the best set's G were mislabelled, most of them agreed at low confidence.
+    # the samples entering the best set's G were mislabelled; an even-odds cut of its final G
+    # raised its precision from 93 % to 96 %.
     agreement_min_prob: float = Field(0.0, ge=0.0, lt=1.0)
-    min_class_keep: float | Literal["auto"] = 0.0
     # After each selection round, every class of G smaller than this share of the median class's
     # size in G is topped up with the non-members of its label the model finds most likely to
     # carry it (0: off, the paper). For confusions between classes (asymmetric noise), where
