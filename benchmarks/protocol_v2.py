@@ -15,6 +15,7 @@ written to `benchmarks/results/protocol_v2.json` at once; a re-run skips finishe
     python benchmarks/protocol_v2.py run --methods ce --settings sym50 --ablation best-without-removal  # one of them
     python benchmarks/protocol_v2.py tune --trials paper all-data all-data-fixmatch
     python benchmarks/protocol_v2.py table                     # Markdown + plot from the JSON
+    python benchmarks/protocol_v2.py time --methods ce --settings sym50  # re-time a cell here, record unchanged
 
 `tune` never sees x_test: it carves a stratified 10 % validation split from x_train, gives
 it the labels a practitioner has (the noisy ones, drawn with the setting's noise), trains
@@ -411,6 +412,23 @@ def command_run(args: argparse.Namespace) -> None:
         write_table(load_records(path))
 
 
+def command_time(args: argparse.Namespace) -> None:
+    """Rerun cells only to time them on this machine (their recorded results stay as they are):
+    a wall-time ratio needs both cells timed on one machine, and the VMs differ by 3x per step."""
+    path = RESULTS.parent / "protocol_v2_timing.jsonl"
+    provenance()
+    for method, setting in [(m, s) for m in args.methods for s in args.settings]:
+        cell = make_cell(method_override(method), f"timing-{method.replace(':', '-')}-{setting}", args.data, setting)
+        shutil.rmtree(args.dir / cell.name, ignore_errors=True)  # a timing is of one whole, fresh run
+        result = run_cell(cell, args.dir / cell.name)
+        line = {"method": method, "setting": setting, "config_id": config_id(cell),
+                **{k: result[k] for k in ("wall_s", "s_per_step", "steps", "top1")}, **provenance()}
+        with path.open("a") as handle:  # one line a run, appended: earlier timings stay
+            handle.write(json.dumps(line) + "\n")
+        log.info("%s at %s: %.0f s on this machine (timing only; the record is unchanged)", method, setting,
+                 result["wall_s"])
+
+
 # Fields added to the schema after some records were made, each with the value that does what the
 # code did before the field existed. A record made earlier was hashed without them.
 ADDED_FIELDS = {("method", "removal_max_prob"): 1.0, ("method", "self_seed_per_class"): 0,
@@ -675,7 +693,7 @@ def plot(records: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("run", "tune", "table"):
+    for name in ("run", "tune", "table", "time"):
         p = sub.add_parser(name)
         p.add_argument("--data", type=Path, default=PROJECT.parent / "shared/data/cifar10_subset.npz")
         p.add_argument("--dir", type=Path, default=Path("bench-protocol-v2"), help="working directory of the cells")
@@ -686,6 +704,8 @@ def main() -> None:
                                     help="run only the cells at these noise settings")
     sub.choices["run"].add_argument("--ablation", nargs="*", metavar="VARIANT",
                                     help="also the sym 50 %% ablation cells: all of them, or the variants named")
+    sub.choices["time"].add_argument("--methods", nargs="+", required=True, choices=list(METHODS))
+    sub.choices["time"].add_argument("--settings", nargs="+", required=True, choices=list(SETTINGS))
     sub.choices["tune"].add_argument("--trials", nargs="*", default=list(TRIALS), choices=list(TRIALS))
     sub.choices["tune"].add_argument("--setting", default="sym50", choices=list(SETTINGS))
     sub.choices["tune"].add_argument("--mlflow-uri", help="default: sqlite under --dir")
@@ -698,8 +718,8 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     if args.command != "table" and not args.data.is_file():
         sys.exit(f"{args.data}: no such file; pass --data the CIFAR-10-5k .npz (../shared/data/cifar10_subset.npz)")
-    {"run": command_run, "tune": command_tune, "table": lambda a: write_table(load_records(RESULTS.with_suffix(".json")))}[
-        args.command](args)
+    {"run": command_run, "tune": command_tune, "time": command_time,
+     "table": lambda a: write_table(load_records(RESULTS.with_suffix(".json")))}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -258,3 +258,16 @@ def test_a_tuning_trial_at_another_budget_is_another_record(bench, npz, tmp_path
     assert ran == ["tune-paper-sym50-20spe", "tune-paper-sym50-40spe"]
     lines = (tmp_path / "protocol_v2_tuning.jsonl").read_text().splitlines()
     assert sorted(json.loads(line)["steps_per_epoch"] for line in lines) == [20, 40]
+
+
+def test_time_reruns_a_cell_for_its_wall_time_only(bench, npz, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(bench, "RESULTS", tmp_path / "protocol_v2")
+    bench.save_records(tmp_path / "protocol_v2.json", [_record("ce", "sym50", 50.9, 1742.0)])
+    monkeypatch.setattr(bench, "run_cell", lambda cell, out, budget=2000: {"wall_s": 364.0, "s_per_step": 0.16,
+                                                                           "steps": 2000, "top1": 52.6})
+    args = type("Args", (), {"methods": ["ce"], "settings": ["sym50"], "data": npz, "dir": tmp_path})()
+    bench.command_time(args)
+    bench.command_time(args)
+    lines = [json.loads(line) for line in (tmp_path / "protocol_v2_timing.jsonl").read_text().splitlines()]
+    assert [(t["method"], t["wall_s"]) for t in lines] == [("ce", 364.0)] * 2  # appended, both kept
+    assert bench.load_records(tmp_path / "protocol_v2.json")[0]["wall_s"] == 1742.0  # the record is untouched
