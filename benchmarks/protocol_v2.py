@@ -130,7 +130,8 @@ SEEDLESS = {**SEEDLESS_V3, "method": {**SEEDLESS_V3["method"], "removal_max_prob
 SEEDLESS_V1 = {"noise": {"init": "all"}, "method": {"removal_patience": 3, "min_class_keep": 0.5,
                                                       "selection_model": "ema"}}
 # The earlier seedless sets are not in CELLS: their records are kept beside the set that replaced them.
-METHODS = {"ce": CE, "mtadcs-paper": PAPER, "mtadcs-best": BEST, "mtadcs-best-v1": BEST_V1, "mtadcs-seedless": SEEDLESS,
+METHODS = {"ce": CE, "mtadcs-paper": PAPER, "mtadcs-best": BEST, "mtadcs-best-v1": BEST_V1,
+           "mtadcs-seedless": SEEDLESS,
            "mtadcs-seedless-v1": SEEDLESS_V1, "mtadcs-seedless-v2": SEEDLESS_V2, "mtadcs-seedless-v3": SEEDLESS_V3}
 # The cells of the benchmark: the method issue's three methods at three settings, and the
 # seedless set beside CE at sym 10 % (do no harm), sym 50 % and asym 40 %.

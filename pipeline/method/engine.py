@@ -811,8 +811,8 @@ def _select_and_remove(trainer: Trainer, ext: Extraction, preds: np.ndarray,
         trainer.in_G, space, trainer.labels, preds, trainer.data.num_classes, lof=m.lof,
         confidence_set=m.confidence_set, removal=m.removal, n_neighbors=m.lof_neighbors,
         threshold=m.lof_threshold, backend=backend, protected=protected,
-        lof_reference=m.lof_reference, clean=clean, removable=removable, unsure=unsure, min_class_keep=_class_keep(trainer, ext),
-        label_prob=label_prob, min_class_share=m.min_class_share)
+        lof_reference=m.lof_reference, clean=clean, removable=removable, unsure=unsure,
+        min_class_keep=_class_keep(trainer, ext), label_prob=label_prob, min_class_share=m.min_class_share)
 
 
 def _losses(ext: Extraction, labels: np.ndarray) -> np.ndarray:
