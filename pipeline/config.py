@@ -174,6 +174,13 @@ class MethodConfig(Section):
     # carry it (0: off, the paper). For confusions between classes (asymmetric noise), where
     # prediction agreement admits few samples of the class the model mistakes for another.
     min_class_share: float = Field(0.0, ge=0.0, le=1.0)
+    # Logit-adjusted loss (Menon et al., ICLR 2021) on G: the classification loss adds log of
+    # each class's share of the epoch's training draws over its share under a target prior, so
+    # the model predicts as if G were drawn with the target's class shares ("uniform", or
+    # "given": those of the delivered labels). "none": the paper. Aimed at asymmetric noise,
+    # where a G short of the flipped classes' images makes the model predict them less and
+    # selection by agreement then admits fewer of them, round after round.
+    logit_adjustment: Literal["none", "uniform", "given"] = "none"
     removal_max_prob: float = Field(1.0, gt=0.0, le=1.0)
     # Without a verified seed: after the warm-up on S, G restarts from the k samples of each label
     # that the warm-up model gives the highest probability for that label (a seed the model picks

@@ -51,7 +51,7 @@ from pipeline.method.contrastive import (
 )
 from pipeline.method.correction import correct_labels, init_soft_labels, scaled_alpha
 from pipeline.method.evaluate import knn_accuracy, topk_accuracy
-from pipeline.method.losses import mixup, soft_cross_entropy
+from pipeline.method.losses import logit_adjustment, mixup, soft_cross_entropy, target_prior
 from pipeline.method.models import build_model
 from pipeline.method.outside_g import estimate_transition, fixmatch_loss, forward_corrected_loss
 from pipeline.method.selection import (
@@ -342,10 +342,10 @@ class Trainer:
         order = epoch_order(self.in_G, self.labels, iters=iters, batch_size=batch_size,
                             class_balanced=class_balanced, generator=generator)
         unlabelled = self._unlabelled_batches(batch_size, generator) if semi else None
-        stats = self._train_pass(positions if order is None else order, transform, batch_size=batch_size,
-                                 mixup_alpha=mixup_alpha, contrastive=contrastive,
-                                 generator=generator if order is None else None, progress=progress,
-                                 unlabelled=unlabelled)
+        drawn = positions if order is None else order
+        stats = self._train_pass(drawn, transform, batch_size=batch_size, mixup_alpha=mixup_alpha,
+                                 contrastive=contrastive, generator=generator if order is None else None,
+                                 progress=progress, unlabelled=unlabelled, shift=self._logit_shift(drawn))
         self.epoch += 1
         return {"epoch": self.epoch, "lr": lr, **stats, "time_train": time.perf_counter() - start}
 
@@ -360,12 +360,22 @@ class Trainer:
             raise UserError("the confidence set is empty: raise noise.init_per_class or check the label file")
         return positions
 
+    def _logit_shift(self, drawn: np.ndarray) -> torch.Tensor | None:
+        """method.logit_adjustment's shift of the logits for an epoch that trains on the
+        samples at `drawn` (None when off); see `losses.logit_adjustment`."""
+        kind = self.cell.method.logit_adjustment
+        if kind == "none":
+            return None
+        target = target_prior(kind, self.given, self.data.num_classes)
+        return logit_adjustment(self.labels[drawn], target).to(self.device)
+
     def _train_pass(self, positions: np.ndarray, transform, *, batch_size: int, mixup_alpha: float,
                     contrastive: bool, generator: torch.Generator | None, progress: Progress,
-                    unlabelled=None) -> dict:
+                    unlabelled=None, shift: torch.Tensor | None = None) -> dict:
         """Train on `positions` in batches: shuffled by the loader with `generator`, or, with
         no generator, in the order given (an order `epoch_order` drew). `unlabelled` yields one
-        batch ((weak, strong), positions) from outside G per step."""
+        batch ((weak, strong), positions) from outside G per step; `shift` is added to the
+        logits in the classification loss (logit adjustment)."""
         self.model.train()
         labels = torch.as_tensor(self.labels)
         loader = self.place.batches(self.data.train, transform, positions, batch_size, shuffle=generator is not None,
@@ -379,7 +389,8 @@ class Trainer:
             query_view, key_view = views if isinstance(views, list | tuple) else (views, None)
             y = labels[pos].to(self.device)
             pair = next(unlabelled) if unlabelled is not None else None
-            losses = self._step(self.place.input(query_view), key_view, y, pos, mixup_alpha, contrastive, pair)
+            losses = self._step(self.place.input(query_view), key_view, y, pos, mixup_alpha, contrastive, pair,
+                                shift)
             sums["steps"] += 1
             n = len(pos)
             for name in ("loss", "loss_ce", "loss_lcl", "loss_u", "pseudo_labelled"):
@@ -422,7 +433,7 @@ class Trainer:
         return stream()
 
     def _step(self, x: torch.Tensor, key_view, y: torch.Tensor, pos: torch.Tensor, mixup_alpha: float,
-              contrastive: bool, pair=None) -> dict:
+              contrastive: bool, pair=None, shift: torch.Tensor | None = None) -> dict:
         k, b = self.data.num_classes, len(y)
         onehot = F.one_hot(y, k).float()
         x_in, targets, lam, perm = x, onehot, 1.0, None
@@ -437,7 +448,7 @@ class Trainer:
         with self.place.autocast():
             out = self.forward(x_in)
             logits = out.logits.float()
-            loss_ce = soft_cross_entropy(logits[:b], targets)
+            loss_ce = soft_cross_entropy(logits[:b] if shift is None else logits[:b] + shift, targets)
             loss_lcl = torch.zeros((), device=self.device)
             if contrastive:
                 loss_lcl = self._contrastive(out.projection[:b].float(), key_view, y, pos, lam, perm)

@@ -106,3 +106,27 @@ def classification_loss(
     if mixed_targets is not None:
         return soft_cross_entropy(logits, mixed_targets)
     return F.cross_entropy(logits.float(), labels)
+
+
+def logit_adjustment(train_labels: np.ndarray, target_prior: np.ndarray) -> Tensor:
+    """log pi_train - log pi_target, to add to the logits inside the training loss (the
+    logit-adjusted loss of Menon et al., ICLR 2021, "Long-tail learning via logit adjustment").
+
+    The model then fits p(y | x) under the target prior, not under the class shares it is
+    trained on: a G that selection has left short of some classes (at asymmetric noise, the
+    classes whose images carry another class's label) no longer teaches the model to predict
+    those classes less, which would keep them out of the next G. A class absent from
+    `train_labels` counts as one sample, so its shift stays finite."""
+    num_classes = len(target_prior)
+    counts = np.maximum(np.bincount(train_labels, minlength=num_classes), 1).astype(np.float64)
+    shift = np.log(counts / counts.sum()) - np.log(target_prior)
+    return torch.as_tensor(shift, dtype=torch.float32)
+
+
+def target_prior(kind: str, given_labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """The class prior the logit adjustment trains towards: "uniform" (balanced classes, as in
+    CIFAR), or "given" (the class shares of the labels as delivered, every class at least one)."""
+    if kind == "uniform":
+        return np.full(num_classes, 1.0 / num_classes)
+    counts = np.maximum(np.bincount(given_labels, minlength=num_classes), 1).astype(np.float64)
+    return counts / counts.sum()
