@@ -653,6 +653,34 @@ def test_ema_selection_predicts_with_the_momentum_encoder_even_without_contrasti
     assert used[1] is trainer.model  # the test-set curve stays the student's
 
 
+def test_logit_adjustment_shifts_the_logits_of_the_classification_loss_by_the_epochs_class_shares(
+        monkeypatch, data, labels) -> None:
+    """With logit_adjustment uniform, every batch's classification loss sees the model's logits
+    plus log(share of the class among the epoch's draws / 1/K); with none, the logits alone."""
+    in_G = labels.init_G | (labels.given == 0)  # class 0 over-represented in G
+    drawn = labels.given[in_G]
+    expected = np.log(np.bincount(drawn, minlength=K) / len(drawn)) - np.log(1 / K)
+    assert expected.max() - expected.min() > 0.5  # the case needs unequal shares
+    real_ce = engine.soft_cross_entropy
+    for kind in ("none", "uniform"):
+        trainer = engine.Trainer(make_cell(method={"logit_adjustment": kind, "mixup": False}), data, labels, lr=0.0,
+                                 momentum=0.0, weight_decay=0.0, key_encoder=True)
+        trainer.set_confidence_set(in_G)
+        forward, seen = trainer.forward, []
+        monkeypatch.setattr(trainer, "forward", lambda x, forward=forward, seen=seen: seen.append(forward(x)) or seen[-1])
+        monkeypatch.setattr(engine, "soft_cross_entropy",
+                            lambda logits, targets, seen=seen: seen.append(logits) or real_ce(logits, targets))
+        with engine.Progress(False, "", 0) as quiet:
+            trainer.run_epoch(engine._train_transform(trainer.cell, data), lr=0.0, batch_size=8, mixup_alpha=0.0,
+                              contrastive=False, seed_epoch=0, progress=quiet)
+        pairs = list(zip(seen[0::2], seen[1::2], strict=True))
+        assert len(pairs) >= 2
+        for out, loss_logits in pairs:
+            difference = (loss_logits - out.logits.float()).detach().numpy()
+            want = expected if kind == "uniform" else np.zeros(K)
+            np.testing.assert_allclose(difference, np.broadcast_to(want, difference.shape), atol=1e-5)
+
+
 def test_warmup_on_all_trains_on_S_then_selection_starts_from_the_seed(tmp_path, data, labels) -> None:
     cell = make_cell(method={"warmup_set": "all"},
                      optim={"epochs": 3, "warmup_epochs": 2, "lr_milestones": [3], "batch_size": 16})

@@ -6,7 +6,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.method.losses import classification_loss, mixup, sample_mixup_lambda, soft_cross_entropy
+import numpy as np
+
+from pipeline.method.losses import (
+    classification_loss,
+    logit_adjustment,
+    mixup,
+    sample_mixup_lambda,
+    soft_cross_entropy,
+    target_prior,
+)
 
 K = 5
 
@@ -115,3 +124,33 @@ def test_classification_loss_plain_and_mixed() -> None:
     assert logits.grad is not None
     with pytest.raises(ValueError):
         classification_loss(logits, labels, K + 1)
+
+
+def test_logit_adjustment_is_the_log_ratio_of_the_training_shares_to_the_target() -> None:
+    labels = np.array([0] * 6 + [1] * 3 + [2] * 1)
+    shift = logit_adjustment(labels, target_prior("uniform", labels, 4))
+    expected = np.log(np.array([6, 3, 1, 1]) / 11) - np.log(0.25)  # class 3 absent: counted once
+    np.testing.assert_allclose(shift.numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(target_prior("given", labels, 4), np.array([6, 3, 1, 1]) / 11)
+    assert torch.equal(logit_adjustment(labels, target_prior("given", labels, 4)), torch.zeros(4))
+
+
+def test_the_logit_adjusted_loss_fits_the_target_prior_not_the_training_shares() -> None:
+    """One input seen under labels drawn 70/20/10: plain cross-entropy's best logits predict
+    those shares; with the adjustment towards uniform they predict uniform (a convex problem)."""
+    labels = torch.tensor([0] * 7 + [1] * 2 + [2] * 1)
+    shift = logit_adjustment(labels.numpy(), target_prior("uniform", labels.numpy(), 3))
+    fitted = {}
+    for name, add in (("plain", torch.zeros(3)), ("adjusted", shift)):
+        z = torch.zeros(3, requires_grad=True)
+        optimizer = torch.optim.LBFGS([z], max_iter=200)
+
+        def closure(add=add, z=z, optimizer=optimizer):
+            optimizer.zero_grad()
+            loss = F.cross_entropy((z + add).expand(len(labels), 3), labels)
+            loss.backward()
+            return loss
+        optimizer.step(closure)
+        fitted[name] = z.detach().softmax(0)
+    torch.testing.assert_close(fitted["plain"], torch.tensor([0.7, 0.2, 0.1]), atol=1e-3, rtol=0)
+    torch.testing.assert_close(fitted["adjusted"], torch.full((3,), 1 / 3), atol=1e-3, rtol=0)
