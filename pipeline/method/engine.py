@@ -932,11 +932,11 @@ def evaluate_checkpoint(cell: CellConfig, data: Dataset, labels: TrainingLabels,
     return metrics
 
 
-def extract_checkpoint(cell: CellConfig, data: Dataset, checkpoint: str | Path) -> Extraction:
-    """A checkpoint's f, z and logits on every training image (no augmentation)."""
+def extract_checkpoint(cell: CellConfig, data: Dataset, checkpoint: str | Path, split: Split | None = None) -> Extraction:
+    """A checkpoint's f, z and logits on every image of `split` (the training set when None), no augmentation."""
     place = Placement.for_runtime(cell.runtime)
     model = _checkpoint_model(cell, data, load_checkpoint(checkpoint), place)
-    return extract(model, data.train, data, place, cell.runtime.eval_batch_size)
+    return extract(model, data.train if split is None else split, data, place, cell.runtime.eval_batch_size)
 
 
 def train_probabilities(cell: CellConfig, data: Dataset, checkpoint: str | Path) -> np.ndarray:
