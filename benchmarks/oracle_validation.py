@@ -31,12 +31,7 @@ from stages.common import StageContext, load_data  # noqa: E402
 def held_out_clean_labels(source: Path) -> np.ndarray:
     """The clean labels of the validation images, in the order `validation_npz` stores them."""
     y = np.load(source)["y_train"]
-    rng = np.random.default_rng(pv2.VALIDATION_SEED)
-    held = np.zeros(len(y), dtype=bool)
-    for c in np.unique(y):  # the same draws as protocol_v2.validation_npz
-        members = np.flatnonzero(y == c)
-        held[rng.choice(members, int(round(pv2.VALIDATION_FRACTION * len(members))), replace=False)] = True
-    return y[held]
+    return y[pv2.validation_mask(y)]
 
 
 def trial_of(run: str, setting: str) -> tuple[str, int]:
