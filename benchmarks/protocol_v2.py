@@ -502,6 +502,17 @@ def ablation_variants() -> dict[str, dict]:
 
 # -- tuning on the validation split ---------------------------------------------------------------
 
+def validation_mask(y: np.ndarray) -> np.ndarray:
+    """The training images held out for validation: VALIDATION_FRACTION of each class, drawn with
+    VALIDATION_SEED."""
+    rng = np.random.default_rng(VALIDATION_SEED)
+    held = np.zeros(len(y), dtype=bool)
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        held[rng.choice(members, int(round(VALIDATION_FRACTION * len(members))), replace=False)] = True
+    return held
+
+
 def validation_npz(source: Path, setting: str, cache: Path) -> Path:
     """x_train minus a stratified validation split (clean labels: the noise stage adds noise), and
     the split as the test set, labelled with the setting's noisy labels: what a practitioner has."""
@@ -510,11 +521,7 @@ def validation_npz(source: Path, setting: str, cache: Path) -> Path:
         return target
     arrays = dict(np.load(source))
     y = arrays["y_train"]
-    rng = np.random.default_rng(VALIDATION_SEED)
-    held = np.zeros(len(y), dtype=bool)
-    for c in np.unique(y):
-        members = np.flatnonzero(y == c)
-        held[rng.choice(members, int(round(VALIDATION_FRACTION * len(members))), replace=False)] = True
+    held = validation_mask(y)
     noise = merge(BASE["noise"], SETTINGS[setting])
     noisy = make_noisy_labels(y, int(y.max()) + 1, kind=noise["kind"], rate=noise["rate"],
                               convention=noise["sym_convention"], asym_map=noise["asym_map"], seed=noise["seed"])

@@ -894,3 +894,9 @@ def test_self_seed_is_refused_with_a_verified_seed_or_without_a_confidence_set()
         make_cell(method={"self_seed_per_class": 2})  # noise.init verified: the seed exists
     with pytest.raises(UserError, match="self_seed_per_class needs confidence_set"):
         make_cell(noise={"init": "all"}, method={"self_seed_per_class": 2, "lof": False, "confidence_set": False})
+
+
+def test_extract_checkpoint_reads_the_split_it_is_given(cell, data, warm) -> None:
+    on_train = engine.extract_checkpoint(cell, data, warm)
+    on_test = engine.extract_checkpoint(cell, data, warm, data.tests["test"])
+    assert len(on_train.logits) == N_TRAIN and len(on_test.logits) == N_TEST

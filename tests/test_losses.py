@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-import numpy as np
 
 from pipeline.method.losses import (
     classification_loss,
@@ -133,6 +132,8 @@ def test_logit_adjustment_is_the_log_ratio_of_the_training_shares_to_the_target(
     np.testing.assert_allclose(shift.numpy(), expected, rtol=1e-6)
     np.testing.assert_allclose(target_prior("given", labels, 4), np.array([6, 3, 1, 1]) / 11)
     assert torch.equal(logit_adjustment(labels, target_prior("given", labels, 4)), torch.zeros(4))
+    with pytest.raises(ValueError, match="none"):
+        target_prior("none", labels, 4)
 
 
 def test_the_logit_adjusted_loss_fits_the_target_prior_not_the_training_shares() -> None:

@@ -271,3 +271,13 @@ def test_time_reruns_a_cell_for_its_wall_time_only(bench, npz, tmp_path, monkeyp
     lines = [json.loads(line) for line in (tmp_path / "protocol_v2_timing.jsonl").read_text().splitlines()]
     assert [(t["method"], t["wall_s"]) for t in lines] == [("ce", 364.0)] * 2  # appended, both kept
     assert bench.load_records(tmp_path / "protocol_v2.json")[0]["wall_s"] == 1742.0  # the record is untouched
+
+
+def test_the_oracle_diagnosis_reads_the_validation_images_clean_labels_in_their_order(bench, npz, tmp_path) -> None:
+    oracle = load_benchmark("oracle_validation")
+    split = np.load(bench.validation_npz(npz, "asym40", tmp_path))
+    source = np.load(npz)
+    clean = source["y_train"][np.searchsorted(source["train_index"], split["test_index"])]
+    np.testing.assert_array_equal(oracle.held_out_clean_labels(npz), clean)
+    assert oracle.trial_of("tune-ce-asym40", "asym40") == ("ce", 20)
+    assert oracle.trial_of("tune-paper-no-lc-sure-adjusted-sym50-40spe", "sym50") == ("paper-no-lc-sure-adjusted", 40)

@@ -329,7 +329,8 @@ class Trainer:
     def run_epoch(self, transform, *, lr: float, batch_size: int, mixup_alpha: float, contrastive: bool,
                   seed_epoch: int, progress: Progress, iters: str | int = "G", class_balanced: bool = False,
                   semi: bool = False) -> dict:
-        """One epoch on G at `lr` with L = L_CE (mixup) + lambda * L_LCL (Eq. 5, 4, 6): a pass
+        """One epoch on G at `lr` with L = L_CE (mixup; logit-adjusted when method.logit_adjustment
+        is set, fine-tuning included) + lambda * L_LCL (Eq. 5, 4, 6): a pass
         over G, or the steps `iters` asks for (see `epoch_order`); the epoch counter moves on
         by one. With `semi` and `method.semi_supervised` set, each step adds a loss on a batch
         from outside G (FixMatch's, or the forward-corrected one); the warm-up passes `semi` too,
@@ -881,7 +882,8 @@ def _write_trace(trainer: Trainer, labels: TrainingLabels, ext: Extraction, resu
 
 def run_finetune(cell: CellConfig, data: Dataset, labels: TrainingLabels, train_checkpoint: str | Path,
                  out_dir: str | Path, *, fingerprint: str = "", on_epoch: EpochCallback | None = None) -> Trainer:
-    """Fine-tune on the final G with weak augmentation and mixup CE (the '+' rows of Table 2a)."""
+    """Fine-tune on the final G with weak augmentation and mixup CE (the '+' rows of Table 2a),
+    logit-adjusted as the MTaDCS epochs are when method.logit_adjustment is set."""
     out_dir = Path(out_dir)
     f = cell.finetune
     trainer = Trainer(cell, data, labels, lr=f.lr, momentum=f.momentum, weight_decay=f.weight_decay,
@@ -932,11 +934,11 @@ def evaluate_checkpoint(cell: CellConfig, data: Dataset, labels: TrainingLabels,
     return metrics
 
 
-def extract_checkpoint(cell: CellConfig, data: Dataset, checkpoint: str | Path) -> Extraction:
-    """A checkpoint's f, z and logits on every training image (no augmentation)."""
+def extract_checkpoint(cell: CellConfig, data: Dataset, checkpoint: str | Path, split: Split | None = None) -> Extraction:
+    """A checkpoint's f, z and logits on every image of `split` (the training set when None), no augmentation."""
     place = Placement.for_runtime(cell.runtime)
     model = _checkpoint_model(cell, data, load_checkpoint(checkpoint), place)
-    return extract(model, data.train, data, place, cell.runtime.eval_batch_size)
+    return extract(model, data.train if split is None else split, data, place, cell.runtime.eval_batch_size)
 
 
 def train_probabilities(cell: CellConfig, data: Dataset, checkpoint: str | Path) -> np.ndarray:

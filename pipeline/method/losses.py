@@ -128,5 +128,7 @@ def target_prior(kind: str, given_labels: np.ndarray, num_classes: int) -> np.nd
     CIFAR), or "given" (the class shares of the labels as delivered, every class at least one)."""
     if kind == "uniform":
         return np.full(num_classes, 1.0 / num_classes)
+    if kind != "given":
+        raise ValueError(f"target prior {kind!r}: expected 'uniform' or 'given'")
     counts = np.maximum(np.bincount(given_labels, minlength=num_classes), 1).astype(np.float64)
     return counts / counts.sum()
