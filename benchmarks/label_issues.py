@@ -17,7 +17,8 @@ the protocol's CE recipe), under the same total step budget: the K fold models t
 default, prune_by_noise_rate) flags the issues; the suggested label is the out-of-sample argmax.
 Its wall time is the K folds plus cleanlab plus the retrain on the cleaned data that its workflow
 ends with (CleanLearning); that retrain is the same model, batch and 2000 steps as the protocol's
-CE cell, so its time is the CE cell's measured wall time rather than a second run of it.
+CE cell, so its time is the CE cell's measured wall time rather than a second run of it (the CE
+cell as `protocol_v2.py time` timed it on this machine, where it has; see `retrain_timing`).
 
 Both sides are scored against the clean labels: precision, recall and F1 of "flagged" against
 "the given label is wrong", and the accuracy of the suggested labels on the flagged samples.
@@ -27,6 +28,7 @@ Each finished record is written to benchmarks/results/label_issues.json at once;
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import sys
@@ -148,6 +150,17 @@ def train_fold(cell, data: Dataset, labels: engine.TrainingLabels, train_rows: n
     return torch.softmax(logits, dim=1).numpy()
 
 
+def retrain_timing(setting: str) -> dict:
+    """What stands for cleanlab's retrain: the latest CE cell timed on this machine
+    (`protocol_v2.py time`, benchmarks/results/protocol_v2_timing.jsonl), so the folds and the
+    retrain are timed on one machine; else the CE record's own time, wherever it ran."""
+    timings = pv2.RESULTS.parent / "protocol_v2_timing.jsonl"
+    here = pv2.machine()
+    lines = [json.loads(line) for line in timings.read_text().splitlines()] if timings.exists() else []
+    mine = [t for t in lines if t["method"] == "ce" and t["setting"] == setting and t.get("machine") == here]
+    return mine[-1] if mine else protocol_record("ce", setting)
+
+
 def cleanlab_record(setting: str, bench: Path, data_path: Path) -> dict:
     from cleanlab.filter import find_label_issues
 
@@ -160,7 +173,7 @@ def cleanlab_record(setting: str, bench: Path, data_path: Path) -> dict:
     frame = pd.DataFrame({"is_issue": flagged, "is_noisy": truth["given"] != truth["clean"],
                           "suggested_label": probs.argmax(1), "suggestion_confidence": probs.max(1),
                           "clean_label": truth["clean"]})
-    retrain = protocol_record("ce", setting)
+    retrain = retrain_timing(setting)
     retrain_s = retrain["wall_s"]
     return {**detection_quality(frame), "wall_s": folds_s + cleanlab_s + retrain_s, "folds_wall_s": folds_s,
             "cleanlab_s": cleanlab_s, "retrain_wall_s": retrain_s, "retrain_machine": retrain.get("machine"), "folds": FOLDS,

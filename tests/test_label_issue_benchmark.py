@@ -3,6 +3,8 @@ scored by a model that never saw it, and the table reports the issue's targets."
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -53,3 +55,16 @@ def test_the_mtadcs_export_refuses_a_best_set_record_of_another_configuration(be
                                                             "config_id": "an-older-best-set", "wall_s": 1.0}])
     with pytest.raises(SystemExit, match="another configuration"):
         bench.mtadcs_record("sym50", tmp_path, tmp_path / "unused.npz")
+
+
+def test_cleanlabs_retrain_is_timed_on_this_machine_where_a_ce_timing_is(bench, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(bench.pv2, "RESULTS", tmp_path / "protocol_v2")
+    monkeypatch.setattr(bench.pv2, "machine", lambda: "this VM")
+    bench.pv2.save_records(tmp_path / "protocol_v2.json", [{"method": "ce", "setting": "sym50", "wall_s": 1700.0,
+                                                            "machine": "another VM"}])
+    assert bench.retrain_timing("sym50")["wall_s"] == 1700.0  # no timing file: the record's
+    timings = [{"method": "ce", "setting": "sym50", "wall_s": 380.0, "machine": "this VM"},
+               {"method": "ce", "setting": "asym40", "wall_s": 370.0, "machine": "this VM"},
+               {"method": "ce", "setting": "sym50", "wall_s": 900.0, "machine": "another VM"}]
+    (tmp_path / "protocol_v2_timing.jsonl").write_text("".join(json.dumps(t) + "\n" for t in timings))
+    assert bench.retrain_timing("sym50")["wall_s"] == 380.0
