@@ -113,7 +113,13 @@ BEST_V1: dict = {"method": {"label_correction": False}}
 # noise credit a model for predicting a flipped class: see the README) with G 97.0 % precise
 # against 90.1 %; it was adopted for the reason it was tried, the classes asym 40 % empties.
 BEST_V2: dict = {"method": {"label_correction": False, "agreement_min_prob": 0.5}}
-BEST: dict = {"method": {"label_correction": False, "agreement_min_prob": 0.5, "logit_adjustment": "uniform"}}
+# That set's records are mtadcs-best-v3 since the same with forward correction of Ḡ
+# (paper-no-lc-sure-adjusted-forward) tied it at sym 50 % on validation (30.2 and 30.2) and beat
+# it at asym 40 % (52.7 against 51.0), the setting whose target both miss: ties at sym 50 % go to
+# the better asym 40 % score.
+BEST_V3: dict = {"method": {"label_correction": False, "agreement_min_prob": 0.5, "logit_adjustment": "uniform"}}
+BEST: dict = {"method": {**BEST_V3["method"], "warmup_set": "all", "semi_supervised": "forward",
+                         "fixmatch_ratio": 0.5}}
 # The ablation at sym 50 % was measured on BEST_V1, the best set until then; what the later
 # switch adds is mtadcs-best against mtadcs-best-v1.
 ABLATED_METHOD = "mtadcs-best-v1"
@@ -136,7 +142,7 @@ SEEDLESS = {**SEEDLESS_V3, "method": {**SEEDLESS_V3["method"], "removal_max_prob
 SEEDLESS_V1 = {"noise": {"init": "all"}, "method": {"removal_patience": 3, "min_class_keep": 0.5,
                                                       "selection_model": "ema"}}
 # The earlier seedless sets are not in CELLS: their records are kept beside the set that replaced them.
-METHODS = {"ce": CE, "mtadcs-paper": PAPER, "mtadcs-best": BEST, "mtadcs-best-v1": BEST_V1, "mtadcs-best-v2": BEST_V2,
+METHODS = {"ce": CE, "mtadcs-paper": PAPER, "mtadcs-best": BEST, "mtadcs-best-v1": BEST_V1, "mtadcs-best-v2": BEST_V2, "mtadcs-best-v3": BEST_V3,
            "mtadcs-seedless": SEEDLESS,
            "mtadcs-seedless-v1": SEEDLESS_V1, "mtadcs-seedless-v2": SEEDLESS_V2, "mtadcs-seedless-v3": SEEDLESS_V3}
 # The cells of the benchmark: the method issue's three methods at three settings, and the
@@ -178,13 +184,12 @@ TRIALS = {
     # fewer deer round after round. Offline, that model's probabilities divided by G's class
     # shares classified the training images 3.6 points better against their clean labels
     # (64.7 -> 68.3 %; sym 50 %: 70.4 -> 71.1 %).
-    "paper-no-lc-sure-adjusted": BEST,
+    "paper-no-lc-sure-adjusted": BEST_V3,
     # The best set with the images outside G learnt too, through T read off the verified seed
     # (forward correction after an all-data warm-up): at asym 40 % what separates it from CE is
     # the 31 % of correctly labelled images G leaves out. Over mtadcs-best-v1 forward correction
     # raised the validation images' clean-label accuracy from 48.4 to 53.9 (oracle_validation.py).
-    "paper-no-lc-sure-adjusted-forward": {"method": {**BEST["method"], "warmup_set": "all",
-                                                     "semi_supervised": "forward", "fixmatch_ratio": 0.5}},
+    "paper-no-lc-sure-adjusted-forward": BEST,
     # The best set with Ḡ used too, for asym 40 %, where CE beats a clean G by training on every
     # image: FixMatch pseudo-labels from the EMA teacher, or Ḡ's given labels through the
     # transition matrix read off the verified seed (forward correction; needs the all-data warm-up).
@@ -628,8 +633,9 @@ def markdown(records: list[dict]) -> str:
              "(`benchmarks/results/protocol_v2_tuning.jsonl`), never on x_test; the seedless set's "
              "selection rule and its removal ceiling came after an earlier set's test cells, and the trial of "
              "mtadcs-best-v1 (paper-no-lc) after the test ablation of label correction (README); mtadcs-best-v2 "
-             "(paper-no-lc-sure, the same with agreement at p(label) >= 0.5) and mtadcs-best (paper-no-lc-sure-adjusted, "
-             "v2 with the logit-adjusted loss) were picked on validation alone.", "",
+             "(paper-no-lc-sure, the same with agreement at p(label) >= 0.5), mtadcs-best-v3 (paper-no-lc-sure-adjusted, "
+             "v2 with the logit-adjusted loss) and mtadcs-best (paper-no-lc-sure-adjusted-forward, v3 with forward "
+             "correction of the samples outside G) were picked on validation alone.", "",
              "| setting | method | " + " | ".join(COLUMNS) + " | wall / CE | commit |",
              "|---|---|" + "---|" * (len(COLUMNS) + 2)]
     ordered = sorted(records, key=lambda r: (list(SETTINGS).index(r["setting"]), r["method"]))
