@@ -108,8 +108,8 @@ def classification_loss(
     return F.cross_entropy(logits.float(), labels)
 
 
-def logit_adjustment(train_labels: np.ndarray, target_prior: np.ndarray) -> Tensor:
-    """log pi_train - log pi_target, to add to the logits inside the training loss (the
+def logit_adjustment(train_labels: np.ndarray, target: np.ndarray) -> Tensor:
+    """log pi_train - log target, to add to the logits inside the training loss (the
     logit-adjusted loss of Menon et al., ICLR 2021, "Long-tail learning via logit adjustment").
 
     The model then fits p(y | x) under the target prior, not under the class shares it is
@@ -117,9 +117,9 @@ def logit_adjustment(train_labels: np.ndarray, target_prior: np.ndarray) -> Tens
     classes whose images carry another class's label) no longer teaches the model to predict
     those classes less, which would keep them out of the next G. A class absent from
     `train_labels` counts as one sample, so its shift stays finite."""
-    num_classes = len(target_prior)
+    num_classes = len(target)
     counts = np.maximum(np.bincount(train_labels, minlength=num_classes), 1).astype(np.float64)
-    shift = np.log(counts / counts.sum()) - np.log(target_prior)
+    shift = np.log(counts / counts.sum()) - np.log(target)
     return torch.as_tensor(shift, dtype=torch.float32)
 
 
