@@ -154,7 +154,7 @@ def retrain_timing(setting: str) -> dict:
     """What stands for cleanlab's retrain: the latest CE cell timed on this machine
     (`protocol_v2.py time`, benchmarks/results/protocol_v2_timing.jsonl), so the folds and the
     retrain are timed on one machine; else the CE record's own time, wherever it ran."""
-    timings = pv2.RESULTS.parent / "protocol_v2_timing.jsonl"
+    timings = pv2.RESULTS.parent / pv2.TIMINGS_NAME
     here = pv2.machine()
     lines = [json.loads(line) for line in timings.read_text().splitlines()] if timings.exists() else []
     mine = [t for t in lines if t["method"] == "ce" and t["setting"] == setting and t.get("machine") == here]

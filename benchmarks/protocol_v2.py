@@ -68,6 +68,7 @@ log = logging.getLogger("protocol_v2")
 
 BUDGET = 2000  # optimizer steps at batch 128 for every method (the README's protocol v2)
 RESULTS = PROJECT / "benchmarks/results/protocol_v2"
+TIMINGS_NAME = "protocol_v2_timing.jsonl"  # beside RESULTS: `time`'s reruns, one line each
 VALIDATION_FRACTION, VALIDATION_SEED = 0.1, 0
 
 SETTINGS = {"sym10": {"kind": "sym", "rate": 0.1}, "sym50": {"kind": "sym", "rate": 0.5},
@@ -142,8 +143,8 @@ SEEDLESS = {**SEEDLESS_V3, "method": {**SEEDLESS_V3["method"], "removal_max_prob
 SEEDLESS_V1 = {"noise": {"init": "all"}, "method": {"removal_patience": 3, "min_class_keep": 0.5,
                                                       "selection_model": "ema"}}
 # The earlier seedless sets are not in CELLS: their records are kept beside the set that replaced them.
-METHODS = {"ce": CE, "mtadcs-paper": PAPER, "mtadcs-best": BEST, "mtadcs-best-v1": BEST_V1, "mtadcs-best-v2": BEST_V2, "mtadcs-best-v3": BEST_V3,
-           "mtadcs-seedless": SEEDLESS,
+METHODS = {"ce": CE, "mtadcs-paper": PAPER, "mtadcs-best": BEST, "mtadcs-best-v1": BEST_V1, "mtadcs-best-v2": BEST_V2,
+           "mtadcs-best-v3": BEST_V3, "mtadcs-seedless": SEEDLESS,
            "mtadcs-seedless-v1": SEEDLESS_V1, "mtadcs-seedless-v2": SEEDLESS_V2, "mtadcs-seedless-v3": SEEDLESS_V3}
 # The cells of the benchmark: the method issue's three methods at three settings, and the
 # seedless set beside CE at sym 10 % (do no harm), sym 50 % and asym 40 %.
@@ -440,7 +441,7 @@ def command_run(args: argparse.Namespace) -> None:
 def command_time(args: argparse.Namespace) -> None:
     """Rerun cells only to time them on this machine (their recorded results stay as they are):
     a wall-time ratio needs both cells timed on one machine, and the VMs differ by 3x per step."""
-    path = RESULTS.parent / "protocol_v2_timing.jsonl"
+    path = RESULTS.parent / TIMINGS_NAME
     provenance()
     for method, setting in [(m, s) for m in args.methods for s in args.settings]:
         cell = make_cell(method_override(method), f"timing-{method.replace(':', '-')}-{setting}", args.data, setting)
