@@ -716,10 +716,18 @@ def test_fixmatch_off_leaves_the_unlabelled_loss_at_zero(tmp_path, data, labels)
     assert trainer.history[0]["loss_u"] == 0.0 and trainer.history[0]["pseudo_labelled"] == 0.0
 
 
-def test_forward_correction_estimates_T_on_the_seed_after_an_all_data_warmup(tmp_path, data, labels) -> None:
+def test_forward_correction_estimates_T_on_the_seed_after_an_all_data_warmup(tmp_path, monkeypatch, data,
+                                                                             labels) -> None:
     verified = engine.TrainingLabels(labels.given, labels.clean, labels.init_G, verified=True)
     cell = make_cell(method={"warmup_set": "all", "semi_supervised": "forward", "fixmatch_ratio": 0.5},
                      optim={"epochs": 3, "warmup_epochs": 2, "lr_milestones": [3], "batch_size": 16})
+    drawn: list[tuple[str, bool]] = []  # (transform, with RandAugment) of every batch stream
+    real_loader = engine.Placement.batches
+
+    def spy(self, split, transform, *a, **k):
+        drawn.append((type(transform).__name__, bool(getattr(transform, "randaugment", None))))
+        return real_loader(self, split, transform, *a, **k)
+    monkeypatch.setattr(engine.Placement, "batches", spy)
     warm = engine.run_warmup(cell, data, verified, tmp_path / "w")
     assert warm.transition is None and all(r["loss_u"] == 0.0 for r in warm.history)  # nothing outside G yet
     assert not warm.in_G[labels.init_G].any() and warm.in_G[~labels.init_G].all()  # GLC: the seed is held out
@@ -727,6 +735,9 @@ def test_forward_correction_estimates_T_on_the_seed_after_an_all_data_warmup(tmp
     assert trainer.transition is not None and trainer.transition.shape == (K, K)
     torch.testing.assert_close(trainer.transition.sum(1), torch.ones(K))
     assert trainer.history[-1]["loss_u"] > 0
+    # Ḡ's batches come as the one strong view the corrected loss learns on: no weak view is made
+    assert "WeakStrong" not in [name for name, _ in drawn]
+    assert any(name == "View" and randaugment for name, randaugment in drawn)
     resumed = engine.load_checkpoint(tmp_path / "t" / engine.CHECKPOINT)
     torch.testing.assert_close(resumed["transition"], trainer.transition)
 

@@ -375,8 +375,8 @@ class Trainer:
                     unlabelled=None, shift: torch.Tensor | None = None) -> dict:
         """Train on `positions` in batches: shuffled by the loader with `generator`, or, with
         no generator, in the order given (an order `epoch_order` drew). `unlabelled` yields one
-        batch ((weak, strong), positions) from outside G per step; `shift` is added to the
-        logits in the classification loss (logit adjustment)."""
+        batch (views, positions) from outside G per step (see `_unlabelled_batches`); `shift` is
+        added to the logits in the classification loss (logit adjustment)."""
         self.model.train()
         labels = torch.as_tensor(self.labels)
         loader = self.place.batches(self.data.train, transform, positions, batch_size, shuffle=generator is not None,
@@ -413,8 +413,9 @@ class Trainer:
             "time_data": time_data}
 
     def _unlabelled_batches(self, batch_size: int, generator: torch.Generator):
-        """An endless stream of batches from outside G (shuffled passes) for `semi_supervised`;
-        None when it is off, or fewer samples than one batch lie outside G."""
+        """An endless stream of batches from outside G (shuffled passes) for `semi_supervised`:
+        (weak, strong) views for FixMatch, the strong view alone for forward correction; None
+        when it is off, or fewer samples than one batch lie outside G."""
         m = self.cell.method
         outside = np.flatnonzero(~self.in_G)
         size = max(int(round(m.fixmatch_ratio * batch_size)), 2 * distributed.world_size())
@@ -422,8 +423,11 @@ class Trainer:
             return None
         if m.semi_supervised == "forward" and self.transition is None:
             return None  # T comes from the warm-up's model: no correction until the warm-up ends
-        views = augment.weak_strong_views(self.data.image_size, self.data.mean, self.data.std,
-                                          num_ops=m.randaugment_ops, magnitude=m.randaugment_magnitude)
+        # FixMatch needs the weak view for its pseudo-labels; forward correction learns the given
+        # label on the strong view alone, so it does not pay for a weak view it would discard.
+        make = augment.weak_strong_views if m.semi_supervised == "fixmatch" else augment.train_view
+        views = make(self.data.image_size, self.data.mean, self.data.std, num_ops=m.randaugment_ops,
+                     magnitude=m.randaugment_magnitude)
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
 
         def stream():
@@ -442,8 +446,10 @@ class Trainer:
             x_in, targets, lam, perm = mixup(x, onehot, mixup_alpha)
         weak_probs = None
         if pair is not None:  # one forward over labelled and strong views, as FixMatch does (shared BN batch)
-            (weak, strong), outside = pair
+            views, outside = pair  # (weak, strong) for FixMatch, the strong view alone for forward correction
+            strong = views
             if self.cell.method.semi_supervised == "fixmatch":
+                weak, strong = views
                 weak_probs = self._teacher_probs(weak)
             x_in = torch.cat([x_in, self.place.input(strong)])
         with self.place.autocast():
