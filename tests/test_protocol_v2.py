@@ -84,6 +84,10 @@ def test_table_reports_gaps_wall_ratio_and_missed_targets(bench, tmp_path, monke
     assert "| sym80 | 20.0 | 35.0 | +15.0 | +20 | no |" in text
     assert "| asym40 | – | – | – | +3 | not run yet |" in text
     assert "| 2.5 | abc |" in text  # wall / CE at sym 80 %
+    elsewhere = [*records[:3], {**records[3], "machine": "faster"}]
+    assert "| – | abc |" in bench.markdown(elsewhere)  # CE never timed on that machine: no ratio
+    timed = [{"method": "ce", "setting": "sym80", "wall_s": 500.0, "machine": "faster"}]
+    assert "| 5.0 | abc |" in bench.markdown(elsewhere, timed)  # 2500 s against CE's 500 s there
     monkeypatch.setattr(bench, "RESULTS", tmp_path / "protocol_v2")
     bench.write_table(records)
     assert (tmp_path / "protocol_v2.png").stat().st_size > 0 and (tmp_path / "protocol_v2.md").exists()
