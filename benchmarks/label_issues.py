@@ -82,6 +82,7 @@ def mtadcs_record(setting: str, bench: Path, data_path: Path) -> dict:
                          f"than today's best set: rerun `python benchmarks/protocol_v2.py run --methods mtadcs-best "
                          f"--settings {setting} --force` first")
     out = bench / run_dir
+    cell = cell.model_copy(update={"name": pv2.cell_name_in(out)})  # its files' name, if the directory was renamed
     started = time.perf_counter()
     ctx = StageContext(out, cell, CellPaths(out, cell.name))
     data = load_data(ctx)

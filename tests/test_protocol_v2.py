@@ -79,10 +79,10 @@ def test_table_reports_gaps_wall_ratio_and_missed_targets(bench, tmp_path, monke
     records = [_record("ce", "sym50", 50.0, 1000.0), _record("mtadcs-best", "sym50", 62.5, 1900.0),
                _record("ce", "sym80", 20.0, 1000.0), _record("mtadcs-best", "sym80", 35.0, 2500.0)]
     text = bench.markdown(records)
-    assert "| sym50 | 50.0 | 62.5 | +12.5 | +10 | yes |" in text
-    assert "| sym10 | – | – | – | -1 | not run yet |" in text  # the seedless targets
-    assert "| sym80 | 20.0 | 35.0 | +15.0 | +20 | no |" in text
-    assert "| asym40 | – | – | – | +3 | not run yet |" in text
+    assert "| sym50 | 50.0 | 62.5 | +12.5 | +10 | yes | 1.9 | yes |" in text  # 1900 s against CE's 1000 s
+    assert "| sym10 | – | – | – | -1 | not run yet |\n" in text  # the seedless targets: no wall target
+    assert "| sym80 | 20.0 | 35.0 | +15.0 | +20 | no | 2.5 | no |" in text
+    assert "| asym40 | – | – | – | +3 | not run yet | – | – |" in text
     assert "| 2.5 | abc |" in text  # wall / CE at sym 80 %
     elsewhere = [*records[:3], {**records[3], "machine": "faster"}]
     assert "| – | abc |" in bench.markdown(elsewhere)  # CE never timed on that machine: no ratio
@@ -211,6 +211,15 @@ def test_a_record_hashed_before_a_field_was_added_is_the_same_configuration_and_
 # The config fields the oldest records in protocol_v2.json were hashed over (83 of them), as a
 # digest of their sorted "section.key" names.
 RECORDED_SCHEMA_DIGEST = "0bd50bd2091fc73a"
+
+
+def test_a_renamed_run_directory_still_names_the_cell_its_files_are_named_after(bench, tmp_path) -> None:
+    renamed = tmp_path / "mtadcs-best-v3-sym50"
+    (renamed / "data" / "labels").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="expected one label file"):
+        bench.cell_name_in(renamed)
+    (renamed / "data" / "labels" / "mtadcs-best-sym50.parquet").touch()
+    assert bench.cell_name_in(renamed) == "mtadcs-best-sym50"
 
 
 def test_a_config_field_added_since_the_records_were_made_is_listed_in_added_fields(bench, npz) -> None:
