@@ -900,6 +900,24 @@ def test_self_seed_restarts_G_from_each_labels_most_confident_samples(tmp_path, 
     assert seen[1]["G_size"] == N_TRAIN  # the paper's real-noise rule: G stays S
 
 
+def test_the_self_seed_is_not_removed_in_the_round_that_picked_it(tmp_path, data, labels) -> None:
+    """With agreement at p(label) >= 0.999999 no prediction of a briefly trained model counts as
+    agreement, so removal would empty G in the opening round (it did, on CIFAR-10-5k at sym 50 %):
+    the seed the model just picked stays, k members per label."""
+    seedless = engine.TrainingLabels(given=labels.given, clean=labels.clean, init_G=np.ones_like(labels.init_G))
+    k = 3
+    cell = make_cell(noise={"init": "all"}, method={"self_seed_per_class": k, "agreement_min_prob": 0.999999,
+                                                    "label_correction": False})
+    engine.run_warmup(cell, data, seedless, tmp_path / "w")
+    seen: list[dict] = []
+    with pytest.raises(Interrupted):
+        engine.run_train(cell, data, seedless, tmp_path / "w" / engine.CHECKPOINT, tmp_path / "t",
+                         on_epoch=record_then_stop(seen))
+    opening = trace_frame(tmp_path / "t" / "epochs").query(f"epoch == {T_P}")
+    in_G, label = opening["in_G"].to_numpy(), opening["label"].to_numpy()
+    assert all(in_G[label == c].sum() >= k for c in range(K))
+
+
 def test_self_seed_is_refused_with_a_verified_seed_or_without_a_confidence_set() -> None:
     with pytest.raises(UserError, match="self_seed_per_class picks a seed for runs without one"):
         make_cell(method={"self_seed_per_class": 2})  # noise.init verified: the seed exists

@@ -709,11 +709,15 @@ def run_train(cell: CellConfig, data: Dataset, labels: TrainingLabels, warmup_ch
         if distributed.is_main():
             trace_store.drop_epochs_after(traces, -1)
         with Progress(False, "", 0) as quiet:
-            ext = None
+            ext, seed = None, None
             if m.self_seed_per_class:  # no verified seed: the model picks one (its pass over S serves both)
                 ext = _extract_for_selection(trainer, quiet)
-                trainer.set_confidence_set(_self_seed(trainer, ext))
-            record = _select(trainer, labels, quiet, traces, correct=False, ext=ext)
+                seed = _self_seed(trainer, ext)
+                trainer.set_confidence_set(seed)
+            # The model that just picked the seed as its surest samples does not remove them in
+            # the same round (with agreement_min_prob, a weak model's surest can sit under it);
+            # from the next round on the seed is G like any other members.
+            record = _select(trainer, labels, quiet, traces, correct=False, ext=ext, keep=seed)
         _finish_epoch(trainer, record, out_dir / CHECKPOINT, fingerprint, quiet, on_epoch)
     if distributed.is_main():
         trace_store.drop_epochs_after(traces, trainer.epoch)  # partial epochs of a killed run
@@ -745,9 +749,10 @@ def _warn_if_correction_cannot_flip(cell: CellConfig) -> None:
 
 
 def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces: Path, *, correct: bool,
-            ext: Extraction | None = None) -> dict:
+            ext: Extraction | None = None, keep: np.ndarray | None = None) -> dict:
     """Extract (unless `ext` is this model's pass over S already) → label correction (Eq. 7) →
-    selection and removal (Eq. 2-3) → trace."""
+    selection and removal (Eq. 2-3) → trace. `keep` marks members this round may not remove or
+    relabel, beside the verified seed."""
     cell, m = trainer.cell, trainer.cell.method
     if not m.uses_predictions:
         # Extracting f over S would only cost time (as much as the training step on CPU) and
@@ -764,6 +769,8 @@ def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces
     time_extract = time.perf_counter() - start
     flipped = np.zeros(len(preds), dtype=bool)
     protected = labels.init_G if (labels.verified and m.keep_verified) else None
+    if keep is not None:
+        protected = keep if protected is None else protected | keep
     if correct:
         flipped = trainer.correct_labels(preds, alpha=correction_alpha(cell), gamma=m.lc_gamma, protected=protected)
     start = time.perf_counter()
