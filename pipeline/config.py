@@ -189,6 +189,10 @@ class MethodConfig(Section):
     # itself), and grows by Eq. 2-3 as from a verified one. 0: the paper's real-noise rule (G = S,
     # pruned by removal).
     self_seed_per_class: int = Field(0, ge=0)
+    # Keep that self-picked seed in G all run, as a verified seed is kept (keep_verified): removal
+    # and Eq. 7 leave it alone. False: it is G's first members like any other, and only the round
+    # that picked it leaves it alone.
+    self_seed_keep: bool = False
     keep_verified: bool = True  # the verified initial subset (simulated noise) is never removed or relabelled
     # Algorithm 1 ends with Eq. 7, so labels corrected in the last round would leave G for good;
     # true runs Eq. 2-3 once more after it so they can reach fine-tuning (false: the paper's order).
@@ -230,6 +234,9 @@ class MethodConfig(Section):
         if self.semi_supervised != "none" and self.keeps_all:
             raise ValueError(f"method.semi_supervised {self.semi_supervised!r} needs lof or confidence_set on "
                              "(G = S leaves nothing outside G)")
+        if self.self_seed_keep and not self.self_seed_per_class:
+            raise ValueError("method.self_seed_keep keeps the seed self_seed_per_class picks: set self_seed_per_class "
+                             "(or drop self_seed_keep)")
         if self.self_seed_per_class and not self.confidence_set:
             raise ValueError("method.self_seed_per_class needs confidence_set on: without it G is all of S or "
                              "rebuilt every epoch, so a seed would be the whole training set or thrown away")

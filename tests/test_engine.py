@@ -918,6 +918,29 @@ def test_the_self_seed_is_not_removed_in_the_round_that_picked_it(tmp_path, data
     assert all(in_G[label == c].sum() >= k for c in range(K))
 
 
+def test_a_kept_self_seed_stays_in_G_all_run_and_through_a_checkpoint(tmp_path, data, labels) -> None:
+    """self_seed_keep: agreement at p >= 0.999999 admits nothing and would remove every member,
+    yet every round's G holds the whole seed, and the checkpoint carries it for a resume."""
+    seedless = engine.TrainingLabels(given=labels.given, clean=labels.clean, init_G=np.ones_like(labels.init_G))
+    cell = make_cell(noise={"init": "all"}, method={"self_seed_per_class": 3, "self_seed_keep": True,
+                                                    "agreement_min_prob": 0.999999, "label_correction": False})
+    engine.run_warmup(cell, data, seedless, tmp_path / "w")
+    trainer = engine.run_train(cell, data, seedless, tmp_path / "w" / engine.CHECKPOINT, tmp_path / "t")
+    kept = trainer.kept
+    assert kept is not None and kept.sum() == 3 * K
+    traces = trace_frame(tmp_path / "t" / "epochs")
+    assert traces["epoch"].nunique() >= 2
+    for _, epoch in traces.groupby("epoch"):
+        assert epoch["in_G"].to_numpy()[kept].all()
+    resumed = engine.load_checkpoint(tmp_path / "t" / engine.CHECKPOINT)
+    np.testing.assert_array_equal(resumed["kept"].numpy(), kept)
+
+
+def test_self_seed_keep_without_a_self_seed_is_refused() -> None:
+    with pytest.raises(UserError, match="self_seed_keep keeps the seed"):
+        make_cell(noise={"init": "all"}, method={"self_seed_keep": True})
+
+
 def test_self_seed_is_refused_with_a_verified_seed_or_without_a_confidence_set() -> None:
     with pytest.raises(UserError, match="self_seed_per_class picks a seed for runs without one"):
         make_cell(method={"self_seed_per_class": 2})  # noise.init verified: the seed exists

@@ -263,6 +263,7 @@ class Trainer:
         self.transition: torch.Tensor | None = None  # p(noisy | clean), for forward correction
         self.disagree_streak = np.zeros(n, dtype=np.int64)  # selection rounds in a row with ŷ != label
         self.agree_streak = np.zeros(n, dtype=np.int64)  # selection rounds in a row with ŷ == label
+        self.kept: np.ndarray | None = None  # a self-picked seed kept in G all run (method.self_seed_keep)
         self.class_keep: np.ndarray | None = None  # min_class_keep "auto": the shares estimated at round one
         self.history: list[dict] = []
 
@@ -526,6 +527,7 @@ class Trainer:
             "in_G": torch.as_tensor(self.in_G), "labels": torch.as_tensor(self.labels), "soft": self.soft,
             "transition": self.transition, "disagree_streak": torch.as_tensor(self.disagree_streak),
             "agree_streak": torch.as_tensor(self.agree_streak),
+            "kept": None if self.kept is None else torch.as_tensor(self.kept),
             "class_keep": None if self.class_keep is None else torch.as_tensor(self.class_keep),
             "history": self.history,
         }
@@ -561,6 +563,8 @@ class Trainer:
         self.disagree_streak = np.zeros(len(self.in_G), dtype=np.int64) if streak is None else streak.numpy().copy()
         agree = state.get("agree_streak")
         self.agree_streak = np.zeros(len(self.in_G), dtype=np.int64) if agree is None else agree.numpy().copy()
+        kept = state.get("kept")  # absent from checkpoints written before self_seed_keep
+        self.kept = None if kept is None else kept.numpy().astype(bool)
         keep = state.get("class_keep")
         self.class_keep = None if keep is None else keep.numpy().copy()
         if not weights_only_model:
@@ -714,6 +718,7 @@ def run_train(cell: CellConfig, data: Dataset, labels: TrainingLabels, warmup_ch
                 ext = _extract_for_selection(trainer, quiet)
                 seed = _self_seed(trainer, ext)
                 trainer.set_confidence_set(seed)
+                trainer.kept = seed if m.self_seed_keep else None
             # The model that just picked the seed as its surest samples does not remove them in
             # the same round (with agreement_min_prob, a weak model's surest can sit under it);
             # from the next round on the seed is G like any other members.
@@ -752,7 +757,7 @@ def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces
             ext: Extraction | None = None, keep: np.ndarray | None = None) -> dict:
     """Extract (unless `ext` is this model's pass over S already) → label correction (Eq. 7) →
     selection and removal (Eq. 2-3) → trace. `keep` marks members this round may not remove or
-    relabel, beside the verified seed."""
+    relabel, beside the verified seed (default: the kept self-seed, if any)."""
     cell, m = trainer.cell, trainer.cell.method
     if not m.uses_predictions:
         # Extracting f over S would only cost time (as much as the training step on CPU) and
@@ -769,6 +774,7 @@ def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces
     time_extract = time.perf_counter() - start
     flipped = np.zeros(len(preds), dtype=bool)
     protected = labels.init_G if (labels.verified and m.keep_verified) else None
+    keep = keep if keep is not None else trainer.kept
     if keep is not None:
         protected = keep if protected is None else protected | keep
     if correct:
