@@ -28,7 +28,6 @@ Each finished record is written to benchmarks/results/label_issues.json at once;
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -155,10 +154,8 @@ def retrain_timing(setting: str) -> dict:
     """What stands for cleanlab's retrain: the latest CE cell timed on this machine
     (`protocol_v2.py time`, benchmarks/results/protocol_v2_timing.jsonl), so the folds and the
     retrain are timed on one machine; else the CE record's own time, wherever it ran."""
-    timings = pv2.RESULTS.parent / pv2.TIMINGS_NAME
     here = pv2.machine()
-    lines = [json.loads(line) for line in timings.read_text().splitlines()] if timings.exists() else []
-    mine = [t for t in lines if t["method"] == "ce" and t["setting"] == setting and t.get("machine") == here]
+    mine = [t for t in pv2.load_timings() if t["method"] == "ce" and t["setting"] == setting and t.get("machine") == here]
     return mine[-1] if mine else protocol_record("ce", setting)
 
 

@@ -716,11 +716,13 @@ def test_fixmatch_off_leaves_the_unlabelled_loss_at_zero(tmp_path, data, labels)
     assert trainer.history[0]["loss_u"] == 0.0 and trainer.history[0]["pseudo_labelled"] == 0.0
 
 
+@pytest.mark.parametrize("data_path", ["loader", "resident"])
 def test_forward_correction_estimates_T_on_the_seed_after_an_all_data_warmup(tmp_path, monkeypatch, data,
-                                                                             labels) -> None:
+                                                                             labels, data_path) -> None:
     verified = engine.TrainingLabels(labels.given, labels.clean, labels.init_G, verified=True)
     cell = make_cell(method={"warmup_set": "all", "semi_supervised": "forward", "fixmatch_ratio": 0.5},
-                     optim={"epochs": 3, "warmup_epochs": 2, "lr_milestones": [3], "batch_size": 16})
+                     optim={"epochs": 3, "warmup_epochs": 2, "lr_milestones": [3], "batch_size": 16},
+                     runtime={"data_path": data_path})
     drawn: list[tuple[str, bool]] = []  # (transform, with RandAugment) of every batch stream
     real_loader = engine.Placement.batches
 
@@ -918,22 +920,27 @@ def test_the_self_seed_is_not_removed_in_the_round_that_picked_it(tmp_path, data
     assert all(in_G[label == c].sum() >= k for c in range(K))
 
 
-def test_a_kept_self_seed_stays_in_G_all_run_and_through_a_checkpoint(tmp_path, data, labels) -> None:
+def test_a_kept_self_seed_stays_in_G_unrelabelled_all_run_and_through_a_resume(tmp_path, data, labels) -> None:
     """self_seed_keep: agreement at p >= 0.999999 admits nothing and would remove every member,
-    yet every round's G holds the whole seed, and the checkpoint carries it for a resume."""
+    and Eq. 7 at alpha 1 relabels every sample whose prediction differs; yet every round's G holds
+    the whole seed under its given labels, also after the run is cut off and resumed."""
     seedless = engine.TrainingLabels(given=labels.given, clean=labels.clean, init_G=np.ones_like(labels.init_G))
     cell = make_cell(noise={"init": "all"}, method={"self_seed_per_class": 3, "self_seed_keep": True,
-                                                    "agreement_min_prob": 0.999999, "label_correction": False})
+                                                    "agreement_min_prob": 0.999999, "label_correction": True,
+                                                    "lc_alpha": 1.0})
     engine.run_warmup(cell, data, seedless, tmp_path / "w")
-    trainer = engine.run_train(cell, data, seedless, tmp_path / "w" / engine.CHECKPOINT, tmp_path / "t")
+    warm = tmp_path / "w" / engine.CHECKPOINT
+    with pytest.raises(Interrupted):  # cut off after the opening round, then resumed
+        engine.run_train(cell, data, seedless, warm, tmp_path / "t", on_epoch=record_then_stop([]))
+    trainer = engine.run_train(cell, data, seedless, warm, tmp_path / "t")
     kept = trainer.kept
     assert kept is not None and kept.sum() == 3 * K
     traces = trace_frame(tmp_path / "t" / "epochs")
     assert traces["epoch"].nunique() >= 2
     for _, epoch in traces.groupby("epoch"):
         assert epoch["in_G"].to_numpy()[kept].all()
-    resumed = engine.load_checkpoint(tmp_path / "t" / engine.CHECKPOINT)
-    np.testing.assert_array_equal(resumed["kept"].numpy(), kept)
+        np.testing.assert_array_equal(epoch["label"].to_numpy()[kept], labels.given[kept])
+    assert (traces["label"] != traces["given_label"]).any()  # Eq. 7 did relabel samples outside the seed
 
 
 def test_self_seed_keep_without_a_self_seed_is_refused() -> None:

@@ -93,3 +93,7 @@ def test_the_switch_set_tag_names_the_papers_row_and_each_variant_turned_on(tmp_
     self_seeded = _context(tmp_path, {"dataset": "digits"}, {"kind": "sym", "rate": 0.5, "init": "all"},
                            method={"self_seed_per_class": 100})
     assert switch_set(self_seeded.cell) == "MTaDCS (full) (self_seed_per_class=100, init=all)"
+    kept = _context(tmp_path, {"dataset": "digits"}, {"kind": "sym", "rate": 0.5, "init": "all"},
+                    method={"self_seed_per_class": 100, "self_seed_keep": True, "logit_adjustment": "uniform"})
+    assert switch_set(kept.cell) == ("MTaDCS (full) (self_seed_per_class=100, self_seed_keep=True, "
+                                     "logit_adjustment=uniform, init=all)")

@@ -294,6 +294,10 @@ class Trainer:
         self.in_G = np.array(in_G, dtype=bool)  # a copy: never an alias of the caller's mask
         self.queue.refresh(torch.as_tensor(self.in_G), torch.as_tensor(self.labels))
 
+    def keep_self_seed(self, seed: np.ndarray | None) -> None:
+        """method.self_seed_keep: the self-picked seed stays in G, labels unchanged, all run (None: not kept)."""
+        self.kept = None if seed is None else np.array(seed, dtype=bool)
+
     def note_predictions(self, preds: np.ndarray) -> np.ndarray:
         """One more selection round of the moving trace: each sample's run of rounds whose
         prediction disagrees with its current label grows by one, or restarts at 0 (and its run of
@@ -718,7 +722,7 @@ def run_train(cell: CellConfig, data: Dataset, labels: TrainingLabels, warmup_ch
                 ext = _extract_for_selection(trainer, quiet)
                 seed = _self_seed(trainer, ext)
                 trainer.set_confidence_set(seed)
-                trainer.kept = seed if m.self_seed_keep else None
+                trainer.keep_self_seed(seed if m.self_seed_keep else None)
             # The model that just picked the seed as its surest samples does not remove them in
             # the same round (with agreement_min_prob, a weak model's surest can sit under it);
             # from the next round on the seed is G like any other members.
