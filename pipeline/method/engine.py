@@ -451,11 +451,12 @@ class Trainer:
             x_in, targets, lam, perm = mixup(x, onehot, mixup_alpha)
         weak_probs = None
         if pair is not None:  # one forward over labelled and strong views, as FixMatch does (shared BN batch)
-            views, outside = pair  # (weak, strong) for FixMatch, the strong view alone for forward correction
-            strong = views
+            views, outside = pair
             if self.cell.method.semi_supervised == "fixmatch":
                 weak, strong = views
                 weak_probs = self._teacher_probs(weak)
+            else:  # forward correction draws the strong view alone
+                strong = views
             x_in = torch.cat([x_in, self.place.input(strong)])
         with self.place.autocast():
             out = self.forward(x_in)
