@@ -155,8 +155,8 @@ def retrain_timing(setting: str) -> dict:
     (`protocol_v2.py time`, benchmarks/results/protocol_v2_timing.jsonl), so the folds and the
     retrain are timed on one machine; else the CE record's own time, wherever it ran."""
     here = pv2.machine()
-    mine = [t for t in pv2.load_timings() if t["method"] == "ce" and t["setting"] == setting and t.get("machine") == here]
-    return mine[-1] if mine else protocol_record("ce", setting)
+    timed_here = pv2.ce_walls([], pv2.load_timings()).get((setting, here))
+    return {"wall_s": timed_here, "machine": here} if timed_here else protocol_record("ce", setting)
 
 
 def cleanlab_record(setting: str, bench: Path, data_path: Path) -> dict:

@@ -666,7 +666,7 @@ def load_timings() -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
 
 
-def ce_walls(records: list[dict], timings: list[dict]) -> dict[tuple[str, str], float]:
+def ce_walls(records: list[dict], timings: list[dict] | tuple = ()) -> dict[tuple[str, str], float]:
     """CE's wall time per (setting, machine): its record's, overridden by the latest `time` rerun
     on that machine of a CE cell at the budget. The VMs differ by up to 3x per step, so a
     wall-time ratio needs both cells timed on one machine."""
@@ -696,7 +696,7 @@ def markdown(records: list[dict], timings: list[dict] = ()) -> str:
              "| setting | method | " + " | ".join(COLUMNS) + " | wall / CE | commit |",
              "|---|---|" + "---|" * (len(COLUMNS) + 2)]
     ordered = sorted(records, key=lambda r: (list(SETTINGS).index(r["setting"]), r["method"]))
-    ce_wall = ce_walls(records, list(timings))
+    ce_wall = ce_walls(records, timings)
     ce_top1 = {r["setting"]: r["top1"] for r in records if r["method"] == "ce"}
     for r in ordered:
         same_machine = ce_wall.get((r["setting"], r.get("machine")))
