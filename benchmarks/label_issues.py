@@ -146,7 +146,7 @@ def train_fold(cell, data: Dataset, labels: engine.TrainingLabels, train_rows: n
     fp = digest(cell.model_dump(mode="json"), {"rows": train.tolist()}, *[CODE_ROOT / n for n in TRAINING_CODE])
     trainer = engine.run_warmup(cell, fold_data, fold_labels, out, fingerprint=fp, on_epoch=clock.save)
     held = subset(data.train, np.flatnonzero(~train_rows))
-    logits = trainer.extract(held, cell.runtime.eval_batch_size).logits
+    logits = trainer.extract(held, trainer.place.eval_batch).logits
     return torch.softmax(logits, dim=1).numpy()
 
 

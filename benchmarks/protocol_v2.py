@@ -496,6 +496,11 @@ ADDED_FIELDS = {("method", "removal_max_prob"): 1.0, ("method", "self_seed_per_c
                 ("method", "selection_patience"): 1, ("method", "agreement_min_prob"): 0.0,
                 ("method", "logit_adjustment"): "none", ("method", "self_seed_keep"): False}
 
+# Fields that say how a cell runs, not what it computes: left out of config_id. The value is the
+# one every record made while they were still in the id was hashed with (the extraction batch:
+# 512 until it became "auto", 64 on CPU, where it is faster).
+RUN_ONLY_FIELDS = {("runtime", "eval_batch_size"): 512}
+
 
 def same_configuration(record: dict, cell: CellConfig) -> bool:
     """Whether a finished record computed this cell: its config_id is the cell's, as today's
@@ -505,22 +510,35 @@ def same_configuration(record: dict, cell: CellConfig) -> bool:
 
 def config_id(cell: CellConfig) -> str:
     """What a cell computes, whatever its name: two methods with one configuration share a run."""
-    return _digest(cell.model_dump(mode="json", exclude={"name"}))
+    return _digest(_computed(cell))
+
+
+def _computed(cell: CellConfig) -> dict:
+    """The cell's configuration less its name and the RUN_ONLY_FIELDS."""
+    dump = cell.model_dump(mode="json", exclude={"name"})
+    for section, key in RUN_ONLY_FIELDS:
+        del dump[section][key]
+    return dump
 
 
 def config_ids(cell: CellConfig) -> set[str]:
     """The cell's config_id under today's schema and under each older one: without any of the
     ADDED_FIELDS that the cell leaves at their earlier behaviour (a field it sets otherwise is a
-    configuration no older record can have run)."""
-    dump = cell.model_dump(mode="json", exclude={"name"})
-    droppable = [(section, key) for (section, key), old in ADDED_FIELDS.items() if dump[section][key] == old]
+    configuration no older record can have run), and with the RUN_ONLY_FIELDS at the values
+    the records made before they left the id were hashed with."""
+    today = _computed(cell)
+    before = copy.deepcopy(today)
+    for (section, key), old in RUN_ONLY_FIELDS.items():
+        before[section][key] = old
     ids = set()
-    for n in range(len(droppable) + 1):
-        for dropped in itertools.combinations(droppable, n):
-            older = copy.deepcopy(dump)
-            for section, key in dropped:
-                del older[section][key]
-            ids.add(_digest(older))
+    for dump in (today, before):
+        droppable = [(section, key) for (section, key), old in ADDED_FIELDS.items() if dump[section][key] == old]
+        for n in range(len(droppable) + 1):
+            for dropped in itertools.combinations(droppable, n):
+                older = copy.deepcopy(dump)
+                for section, key in dropped:
+                    del older[section][key]
+                ids.add(_digest(older))
     return ids
 
 

@@ -18,6 +18,7 @@ def cell(**sections: dict):
     ({"method": {"moco_momentum": 1.5}}, "must be 'auto' or lie in"),
     ({"method": {"min_class_keep": 1.5}}, "must be 'auto' or lie in"),
     ({"optim": {"iters_per_epoch": 0}}, "iters_per_epoch"),
+    ({"runtime": {"eval_batch_size": 0}}, "must be 'auto' or a batch"),
 ])
 def test_settings_that_would_be_ignored_or_invalid_stop_with_one_line(sections: dict, message: str) -> None:
     with pytest.raises(UserError, match=message):
@@ -35,3 +36,11 @@ def test_identity_of_a_real_noise_cell_has_no_rate() -> None:
     assert cell_identity(cell(noise={"kind": "none"})).rate is None
     simulated = cell_identity(cell(noise={"kind": "sym", "rate": 0.8}))
     assert simulated.rate == 0.8 and simulated.row == "MTaDCS (full)"
+
+
+def test_eval_batch_auto_is_small_on_cpu_and_a_number_is_kept() -> None:
+    from pipeline.method.engine import Placement
+
+    cpu = {"device": "cpu", "threads": 0}
+    assert Placement.for_runtime(cell(runtime=cpu).runtime).eval_batch == 64
+    assert Placement.for_runtime(cell(runtime=cpu | {"eval_batch_size": 300}).runtime).eval_batch == 300

@@ -199,6 +199,7 @@ def test_a_record_hashed_before_a_field_was_added_is_the_same_configuration_and_
     paper = bench.make_cell(bench.PAPER, "mtadcs-paper-sym50", npz, "sym50")
     dump = paper.model_dump(mode="json", exclude={"name"})
     del dump["method"]["removal_max_prob"]
+    dump["runtime"]["eval_batch_size"] = 512  # as it was then
     older = {"method": "mtadcs-paper", "setting": "sym50", "config_id": bench._digest(dump)}
     assert older["config_id"] != bench.config_id(paper)
     assert bench.same_configuration(older, paper)
@@ -206,6 +207,24 @@ def test_a_record_hashed_before_a_field_was_added_is_the_same_configuration_and_
     assert not bench.same_configuration(older, ceiling)  # the field set otherwise: no older record ran it
     assert not bench.same_configuration(older, bench.make_cell(bench.PAPER, "mtadcs-paper-sym80", npz, "sym80"))
     assert not bench.same_configuration(older, bench.make_cell({"method": {"mixup": False}}, "m-sym50", npz, "sym50"))
+
+
+def test_a_record_hashed_with_the_old_extraction_batch_is_the_same_configuration(bench, npz) -> None:
+    """Records made before eval_batch_size left the id were hashed with its old value, 512."""
+    paper = bench.make_cell(bench.PAPER, "mtadcs-paper-sym50", npz, "sym50")
+    dump = paper.model_dump(mode="json", exclude={"name"})
+    assert dump["runtime"]["eval_batch_size"] == "auto"
+    dump["runtime"]["eval_batch_size"] = 512
+    older = {"method": "mtadcs-paper", "setting": "sym50", "config_id": bench._digest(dump)}
+    assert bench.same_configuration(older, paper)
+    dump["runtime"]["eval_batch_size"] = 100
+    assert not bench.same_configuration(older | {"config_id": bench._digest(dump)}, paper)
+    faster = bench.make_cell(merge_runtime(bench.PAPER, {"eval_batch_size": 32}), "p-sym50", npz, "sym50")
+    assert bench.config_id(faster) == bench.config_id(paper)  # how it runs, not what it computes
+
+
+def merge_runtime(sections: dict, runtime: dict) -> dict:
+    return {**sections, "runtime": {**sections.get("runtime", {}), **runtime}}
 
 
 # The config fields the oldest records in protocol_v2.json were hashed over (83 of them), as a
@@ -227,7 +246,7 @@ def test_a_config_field_added_since_the_records_were_made_is_listed_in_added_fie
     (label_issues.py then refuses them, and `run` would retrain what was already measured)."""
     dump = bench.make_cell(bench.PAPER, "mtadcs-paper-sym50", npz, "sym50").model_dump(mode="json", exclude={"name"})
     fields = sorted(f"{section}.{key}" for section, values in dump.items() for key in values
-                    if (section, key) not in bench.ADDED_FIELDS)
+                    if (section, key) not in bench.ADDED_FIELDS)  # the run-only fields were hashed too
     digest = hashlib.sha256(" ".join(fields).encode()).hexdigest()[:16]
     assert digest == RECORDED_SCHEMA_DIGEST, (
         "the config schema has a field the records were not hashed over: add it to ADDED_FIELDS in "

@@ -108,6 +108,7 @@ class Placement:
     workers: int = 0
     data_path: str = "loader"  # "resident": images on the device, augmented a batch at a time
     explicit: bool = False  # data_path was asked for by name (not "auto"): no silent fallback
+    eval_batch: int = 512  # extraction and evaluation batch (runtime.eval_batch_size, resolved)
     _resident: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -115,8 +116,9 @@ class Placement:
         device = configure(runtime)
         cuda = device.type == "cuda"
         path = runtime.data_path if runtime.data_path != "auto" else ("resident" if cuda else "loader")
+        eval_batch = runtime.eval_batch_size if runtime.eval_batch_size != "auto" else (512 if cuda else 64)
         return cls(device, runtime.channels_last and cuda, runtime.amp and cuda, runtime.workers, path,
-                   runtime.data_path != "auto")
+                   runtime.data_path != "auto", eval_batch)
 
     def module(self, model: torch.nn.Module) -> torch.nn.Module:
         model = model.to(self.device)
@@ -630,7 +632,7 @@ def _quality(trainer: Trainer, clean: np.ndarray | None) -> dict:
 
 def _test_top1(trainer: Trainer) -> float:
     name, split = next(iter(trainer.data.tests.items()))
-    out = trainer.extract(split, trainer.cell.runtime.eval_batch_size)
+    out = trainer.extract(split, trainer.place.eval_batch)
     return topk_accuracy(out.logits, torch.as_tensor(split.labels), ks=(1,))["top1"]
 
 
@@ -807,7 +809,7 @@ def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces
 
 def _extract_for_selection(trainer: Trainer, progress: Progress) -> Extraction:
     """f, z and logits over S from the model that selects (the student, or its EMA copy)."""
-    return trainer.extract(trainer.data.train, trainer.cell.runtime.eval_batch_size, progress,
+    return trainer.extract(trainer.data.train, trainer.place.eval_batch, progress,
                            ema=trainer.cell.method.selection_model == "ema")
 
 
@@ -940,7 +942,7 @@ def evaluate_checkpoint(cell: CellConfig, data: Dataset, labels: TrainingLabels,
     state = load_checkpoint(checkpoint)
     place = Placement.for_runtime(cell.runtime)
     model = _checkpoint_model(cell, data, state, place)
-    batch = cell.runtime.eval_batch_size
+    batch = place.eval_batch
     if train is None:
         train = extract(model, data.train, data, place, batch)
     use_clean = labels.clean is not None and e.knn_labels in ("auto", "clean")
@@ -962,7 +964,7 @@ def extract_checkpoint(cell: CellConfig, data: Dataset, checkpoint: str | Path, 
     """A checkpoint's f, z and logits on every image of `split` (the training set when None), no augmentation."""
     place = Placement.for_runtime(cell.runtime)
     model = _checkpoint_model(cell, data, load_checkpoint(checkpoint), place)
-    return extract(model, data.train if split is None else split, data, place, cell.runtime.eval_batch_size)
+    return extract(model, data.train if split is None else split, data, place, place.eval_batch)
 
 
 def train_probabilities(cell: CellConfig, data: Dataset, checkpoint: str | Path) -> np.ndarray:
