@@ -125,6 +125,7 @@ BEST_V2: dict = {"method": {"label_correction": False, "agreement_min_prob": 0.5
 # at asym 40 %, under both). So the logit-adjusted set is mtadcs-best again; its cells are the
 # mtadcs-best-v3 runs (same_run_as). Re-timed without the weak view it used to discard, v4 took
 # 2.00x CE's time at sym 80 % and 2.14x at asym 40 % (protocol_v2_timing.jsonl): still over.
+# With extraction at batch 64 on CPU (eval_batch_size auto, code a30862d), 2.03x at asym 40 %.
 BEST_V3: dict = {"method": {"label_correction": False, "agreement_min_prob": 0.5, "logit_adjustment": "uniform"}}
 BEST_V4: dict = {"method": {**BEST_V3["method"], "warmup_set": "all", "semi_supervised": "forward",
                             "fixmatch_ratio": 0.5}}
