@@ -122,7 +122,7 @@ def main() -> None:
         "setup": {"data": name, "train_images": len(data.train), "steps_per_round": args.steps, "rounds": args.rounds,
                   "batch": args.batch, "model": f"preact_resnet18 width {args.width}", "views": "two RandAugment views "
                   "(MTaDCS epochs), mixup, key encoder", "device": args.device, "threads": args.threads,
-                  "loader_workers": args.workers},
+                  "loader_workers": args.workers, "extraction_batch": trainers["loader"].place.eval_batch},
         "note": "augment_s: the training epoch's time spent producing batches (indexing, two augmented views "
                 "per image); step_s: the rest of the epoch (forward, backward, update, key encoder, queue); "
                 "extract_s: one pass of feature extraction over the training set (what each selection epoch adds). "

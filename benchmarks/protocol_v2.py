@@ -704,15 +704,29 @@ def load_timings() -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
 
 
-def ce_walls(records: list[dict], timings: list[dict] | tuple = ()) -> dict[tuple[str, str], float]:
-    """CE's wall time per (setting, machine): its record's, overridden by the latest `time` rerun
-    on that machine of a CE cell at the budget. The VMs differ by up to 3x per step, so a
-    wall-time ratio needs both cells timed on one machine."""
-    walls = {}
+def walls(records: list[dict], timings: list[dict] | tuple = ()) -> dict[tuple[str, str, str], float]:
+    """Wall time per (method, setting, machine): a record's, overridden by the latest `time` rerun
+    of that method on that machine at the budget. The VMs differ by up to 3x per step, so a
+    wall-time ratio needs both cells timed on one machine, and a rerun on today's code beside
+    CE's rerun compares one code with one code."""
+    found = {}
     for r in [*records, *timings]:
-        if r["method"] == "ce" and r.get("steps", BUDGET) == BUDGET:
-            walls[(r["setting"], r.get("machine"))] = r["wall_s"]
-    return walls
+        if r.get("steps", BUDGET) == BUDGET:
+            found[(r["method"], r["setting"], r.get("machine"))] = r["wall_s"]
+    return found
+
+
+def wall_ratio(row: dict, wall: dict[tuple[str, str, str], float]) -> float | None:
+    """A record's wall time over CE's at its setting, on one machine: the last machine (records
+    first, then timings, oldest first) where both were timed; a copy (`same_run_as`) counts the
+    timings of the run it copies. None where CE was never timed beside it."""
+    names = {row["method"], row.get("same_run_as")} - {None}
+    ratio = None
+    for (method, setting, host), seconds in wall.items():
+        ce = wall.get(("ce", setting, host))
+        if method in names and setting == row["setting"] and ce:
+            ratio = seconds / ce
+    return ratio
 
 
 def markdown(records: list[dict], timings: list[dict] = ()) -> str:
@@ -729,16 +743,16 @@ def markdown(records: list[dict], timings: list[dict] = ()) -> str:
              "(paper-no-lc-sure-adjusted-forward, with forward correction of the samples outside G) were picked on "
              "validation alone; v4 was then set aside because its cells took over twice CE's wall time, the "
              "issue's limit, a cost no label of x_test bears on.", "",
-             "Wall / CE divides a cell's wall time by CE's at the same setting on the same machine "
-             "(its record, or a `time` rerun there); – where CE was not timed on that machine.", "",
+             "Wall / CE divides a cell's wall time by CE's at the same setting on one machine: each the latest "
+             "`time` rerun there, else its record (wall_s is the record's own); – where CE was never timed "
+             "beside it.", "",
              "| setting | method | " + " | ".join(COLUMNS) + " | wall / CE | commit |",
              "|---|---|" + "---|" * (len(COLUMNS) + 2)]
     ordered = sorted(records, key=lambda r: (list(SETTINGS).index(r["setting"]), r["method"]))
-    ce_wall = ce_walls(records, timings)
+    wall = walls(records, timings)
     ce_top1 = {r["setting"]: r["top1"] for r in records if r["method"] == "ce"}
     for r in ordered:
-        same_machine = ce_wall.get((r["setting"], r.get("machine")))
-        ratio = r["wall_s"] / same_machine if same_machine else None
+        ratio = wall_ratio(r, wall)
         cells = [f"{r['s_per_step']:.2f}" if c == "s_per_step" else _fmt(r.get(c)) for c in COLUMNS]
         lines.append(f"| {r['setting']} | {r['method']} | " + " | ".join(cells)
                      + f" | {_fmt(ratio)} | {r['commit']} |")
@@ -749,7 +763,7 @@ def markdown(records: list[dict], timings: list[dict] = ()) -> str:
         lines += ["", f"## Targets ({title}, test top-1)", "",
                   "| setting | CE | MTaDCS | gap | target | met |" + wall_head,
                   "|---|---|---|---|---|---|" + ("---|---|" if wall_limit else "")]
-        lines += [_target_row(records, ce_top1, ce_wall, method, setting, target, wall_limit)
+        lines += [_target_row(records, ce_top1, wall, method, setting, target, wall_limit)
                   for setting, target in targets.items()]
     lines += ablation_lines(records)
     # The whole override over BASE: the seedless sets also change noise.init and the warm-up length.
@@ -788,7 +802,7 @@ def ablation_lines(records: list[dict]) -> list[str]:
     return lines
 
 
-def _target_row(records: list[dict], ce_top1: dict, ce_wall: dict, method: str, setting: str, target: float,
+def _target_row(records: list[dict], ce_top1: dict, wall: dict, method: str, setting: str, target: float,
                 wall_limit: float | None) -> str:
     """One setting's gap to CE against its target, and, where the issue sets one, the wall time
     against CE's on the same machine (– where CE was not timed there)."""
@@ -800,8 +814,7 @@ def _target_row(records: list[dict], ce_top1: dict, ce_wall: dict, method: str, 
     line = (f"| {setting} | {ce_top1[setting]:.1f} | {row['top1']:.1f} | {gap:+.1f} | {target:+.0f} | "
             f"{'yes' if gap >= target else 'no'} |")
     if wall_limit:
-        ce = ce_wall.get((setting, row.get("machine")))
-        ratio = row["wall_s"] / ce if ce else None
+        ratio = wall_ratio(row, wall)
         line += f" {_fmt(ratio)} | {'–' if ratio is None else ('yes' if ratio <= wall_limit else 'no')} |"
     return line
 

@@ -88,6 +88,12 @@ def test_table_reports_gaps_wall_ratio_and_missed_targets(bench, tmp_path, monke
     assert "| – | abc |" in bench.markdown(elsewhere)  # CE never timed on that machine: no ratio
     timed = [{"method": "ce", "setting": "sym80", "wall_s": 500.0, "machine": "faster"}]
     assert "| 5.0 | abc |" in bench.markdown(elsewhere, timed)  # 2500 s against CE's 500 s there
+    rerun = [*timed, {"method": "mtadcs-best", "setting": "sym80", "wall_s": 900.0, "machine": "faster"}]
+    assert "| 1.8 | abc |" in bench.markdown(elsewhere, rerun)  # both rerun there: 900 s against 500 s
+    copy = [*records[:3], {**records[3], "method": "mtadcs-best-v3"},
+            {**records[3], "same_run_as": "mtadcs-best-v3", "machine": "elsewhere"}]
+    rerun_of_original = [{**t, "method": "mtadcs-best-v3"} if t["method"] != "ce" else t for t in rerun]
+    assert "| sym80 | 20.0 | 35.0 | +15.0 | +20 | no | 1.8 | yes |" in bench.markdown(copy, rerun_of_original)
     monkeypatch.setattr(bench, "RESULTS", tmp_path / "protocol_v2")
     bench.write_table(records)
     assert (tmp_path / "protocol_v2.png").stat().st_size > 0 and (tmp_path / "protocol_v2.md").exists()
