@@ -698,6 +698,11 @@ def _fmt(value) -> str:
         f"{value:.1f}" if isinstance(value, float) else str(value))
 
 
+def _ratio(value: float | None) -> str:
+    """A wall-time ratio to two decimals: the 2x limit is read at the second."""
+    return "–" if value is None else f"{value:.2f}"
+
+
 def load_timings() -> list[dict]:
     """`time`'s reruns (benchmarks/results/protocol_v2_timing.jsonl), oldest first."""
     path = RESULTS.parent / TIMINGS_NAME
@@ -716,11 +721,12 @@ def walls(records: list[dict], timings: list[dict] | tuple = ()) -> dict[tuple[s
     return found
 
 
-def wall_ratio(row: dict, wall: dict[tuple[str, str, str], float]) -> float | None:
+def wall_ratio(row: dict, wall: dict[tuple[str, str, str], float], records: list[dict]) -> float | None:
     """A record's wall time over CE's at its setting, on one machine: the last machine (records
-    first, then timings, oldest first) where both were timed; a copy (`same_run_as`) counts the
-    timings of the run it copies. None where CE was never timed beside it."""
+    first, then timings, oldest first) where both were timed. A run and its copies (`same_run_as`)
+    are one configuration: each counts the other's timings. None where CE was never timed beside it."""
     names = {row["method"], row.get("same_run_as")} - {None}
+    names |= {r["method"] for r in records if r["setting"] == row["setting"] and r.get("same_run_as") in names}
     ratio = None
     for (method, setting, host), seconds in wall.items():
         ce = wall.get(("ce", setting, host))
@@ -752,10 +758,10 @@ def markdown(records: list[dict], timings: list[dict] = ()) -> str:
     wall = walls(records, timings)
     ce_top1 = {r["setting"]: r["top1"] for r in records if r["method"] == "ce"}
     for r in ordered:
-        ratio = wall_ratio(r, wall)
+        ratio = wall_ratio(r, wall, records)
         cells = [f"{r['s_per_step']:.2f}" if c == "s_per_step" else _fmt(r.get(c)) for c in COLUMNS]
         lines.append(f"| {r['setting']} | {r['method']} | " + " | ".join(cells)
-                     + f" | {_fmt(ratio)} | {r['commit']} |")
+                     + f" | {_ratio(ratio)} | {r['commit']} |")
     for title, method, targets, wall_limit in (
             ("issue 12: best switch set against CE", "mtadcs-best", TARGETS, WALL_TARGET),
             ("issue 17: no verified seed, against CE", "mtadcs-seedless", SEEDLESS_TARGETS, None)):
@@ -814,8 +820,8 @@ def _target_row(records: list[dict], ce_top1: dict, wall: dict, method: str, set
     line = (f"| {setting} | {ce_top1[setting]:.1f} | {row['top1']:.1f} | {gap:+.1f} | {target:+.0f} | "
             f"{'yes' if gap >= target else 'no'} |")
     if wall_limit:
-        ratio = wall_ratio(row, wall)
-        line += f" {_fmt(ratio)} | {'–' if ratio is None else ('yes' if ratio <= wall_limit else 'no')} |"
+        ratio = wall_ratio(row, wall, records)
+        line += f" {_ratio(ratio)} | {'–' if ratio is None else ('yes' if ratio <= wall_limit else 'no')} |"
     return line
 
 

@@ -79,21 +79,24 @@ def test_table_reports_gaps_wall_ratio_and_missed_targets(bench, tmp_path, monke
     records = [_record("ce", "sym50", 50.0, 1000.0), _record("mtadcs-best", "sym50", 62.5, 1900.0),
                _record("ce", "sym80", 20.0, 1000.0), _record("mtadcs-best", "sym80", 35.0, 2500.0)]
     text = bench.markdown(records)
-    assert "| sym50 | 50.0 | 62.5 | +12.5 | +10 | yes | 1.9 | yes |" in text  # 1900 s against CE's 1000 s
+    assert "| sym50 | 50.0 | 62.5 | +12.5 | +10 | yes | 1.90 | yes |" in text  # 1900 s against CE's 1000 s
     assert "| sym10 | – | – | – | -1 | not run yet |\n" in text  # the seedless targets: no wall target
-    assert "| sym80 | 20.0 | 35.0 | +15.0 | +20 | no | 2.5 | no |" in text
+    assert "| sym80 | 20.0 | 35.0 | +15.0 | +20 | no | 2.50 | no |" in text
     assert "| asym40 | – | – | – | +3 | not run yet | – | – |" in text
-    assert "| 2.5 | abc |" in text  # wall / CE at sym 80 %
+    assert "| 2.50 | abc |" in text  # wall / CE at sym 80 %
     elsewhere = [*records[:3], {**records[3], "machine": "faster"}]
     assert "| – | abc |" in bench.markdown(elsewhere)  # CE never timed on that machine: no ratio
     timed = [{"method": "ce", "setting": "sym80", "wall_s": 500.0, "machine": "faster"}]
-    assert "| 5.0 | abc |" in bench.markdown(elsewhere, timed)  # 2500 s against CE's 500 s there
+    assert "| 5.00 | abc |" in bench.markdown(elsewhere, timed)  # 2500 s against CE's 500 s there
     rerun = [*timed, {"method": "mtadcs-best", "setting": "sym80", "wall_s": 900.0, "machine": "faster"}]
-    assert "| 1.8 | abc |" in bench.markdown(elsewhere, rerun)  # both rerun there: 900 s against 500 s
+    assert "| 1.80 | abc |" in bench.markdown(elsewhere, rerun)  # both rerun there: 900 s against 500 s
     copy = [*records[:3], {**records[3], "method": "mtadcs-best-v3"},
             {**records[3], "same_run_as": "mtadcs-best-v3", "machine": "elsewhere"}]
     rerun_of_original = [{**t, "method": "mtadcs-best-v3"} if t["method"] != "ce" else t for t in rerun]
-    assert "| sym80 | 20.0 | 35.0 | +15.0 | +20 | no | 1.8 | yes |" in bench.markdown(copy, rerun_of_original)
+    assert "| sym80 | 20.0 | 35.0 | +15.0 | +20 | no | 1.80 | yes |" in bench.markdown(copy, rerun_of_original)
+    copied_rerun = [{**t, "method": "mtadcs-best"} if t["method"] != "ce" else t for t in rerun]
+    assert "| sym80 | mtadcs-best-v3 |" in (table := bench.markdown(copy, copied_rerun))
+    assert [line for line in table.splitlines() if "| sym80 | mtadcs-best-v3 |" in line][0].endswith("| 1.80 | abc |")
     monkeypatch.setattr(bench, "RESULTS", tmp_path / "protocol_v2")
     bench.write_table(records)
     assert (tmp_path / "protocol_v2.png").stat().st_size > 0 and (tmp_path / "protocol_v2.md").exists()
