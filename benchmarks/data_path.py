@@ -32,6 +32,7 @@ from pipeline.data.datasets import load_dataset  # noqa: E402
 from pipeline.data.noise import make_noisy_labels  # noqa: E402
 from pipeline.files import write_text_atomic  # noqa: E402
 from pipeline.method import engine  # noqa: E402
+from pipeline.method.trainer import Trainer, TrainingLabels  # noqa: E402
 from pipeline.runtime import Progress  # noqa: E402
 
 log = logging.getLogger("data_path")
@@ -59,14 +60,14 @@ def make_cell(args: argparse.Namespace, data_path: str):
     return resolve_cell(parse_params(params, "data path benchmark"), data_path)
 
 
-def labels_for(data) -> engine.TrainingLabels:
+def labels_for(data) -> TrainingLabels:
     """Sym 50 % labels, G = all of S: every path trains on the same samples."""
     clean = data.train.labels
     given = make_noisy_labels(clean, data.num_classes, kind="sym", rate=0.5, seed=0)
-    return engine.TrainingLabels(given, clean, np.ones(len(clean), dtype=bool), verified=False)
+    return TrainingLabels(given, clean, np.ones(len(clean), dtype=bool), verified=False)
 
 
-def one_round(trainer: engine.Trainer, views, args: argparse.Namespace, epoch: int) -> dict:
+def one_round(trainer: Trainer, views, args: argparse.Namespace, epoch: int) -> dict:
     """One training epoch (its time split into producing batches and the step), then one
     feature extraction over the training set."""
     with Progress(False, "", 0) as quiet:
@@ -101,7 +102,7 @@ def main() -> None:
     trainers, views = {}, {}
     for path in ("loader", "resident"):
         cell = make_cell(args, path)
-        trainers[path] = engine.Trainer(cell, data, labels, lr=0.05, momentum=0.9, weight_decay=1e-4, key_encoder=True)
+        trainers[path] = Trainer(cell, data, labels, lr=0.05, momentum=0.9, weight_decay=1e-4, key_encoder=True)
         views[path] = engine._train_transform(cell, data)
     rounds: dict[str, list[dict]] = {"loader": [], "resident": []}
     for r in range(args.rounds + 1):  # round 0 warms up (allocations, resident copy), not counted

@@ -26,6 +26,7 @@ from pipeline.config import SWITCHES, parse_params, resolve_cell
 from pipeline.data.datasets import load_dataset
 from pipeline.data.noise import initial_confidence_mask, make_noisy_labels
 from pipeline.method import engine
+from pipeline.method.trainer import TrainingLabels  # noqa: E402
 from pipeline.tracking import mlflow_runs
 
 PARTS = ("time_train", "time_extract", "time_lof", "time_store", "time_mlflow")
@@ -97,7 +98,7 @@ def main() -> None:
     clean = data.train.labels
     noisy = make_noisy_labels(clean, 10, kind="sym", rate=0.5, convention="other", seed=0)
     init = initial_confidence_mask(noisy, clean, 10, init_per_class=args.init_per_class, seeded=True, seed=0)
-    labels = engine.TrainingLabels(noisy, clean, init, verified=True)
+    labels = TrainingLabels(noisy, clean, init, verified=True)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"

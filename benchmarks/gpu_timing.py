@@ -31,6 +31,7 @@ from pipeline.config import parse_params, resolve_cell  # noqa: E402
 from pipeline.data.datasets import load_dataset  # noqa: E402
 from pipeline.data.noise import initial_confidence_mask, make_noisy_labels  # noqa: E402
 from pipeline.method import engine  # noqa: E402
+from pipeline.method.trainer import TrainingLabels  # noqa: E402
 
 log = logging.getLogger("gpu_timing")
 PAPER_IMAGES, PAPER_EPOCHS, PAPER_FINETUNE, PAPER_TEST = 50_000, 250, 70, 10_000
@@ -88,7 +89,7 @@ def main() -> None:
         clean = data.train.labels
         given = make_noisy_labels(clean, data.num_classes, kind="sym", rate=0.5, seed=0)
         init_G = initial_confidence_mask(given, clean, data.num_classes, init_per_class=min(100, len(clean) // (4 * data.num_classes)), seeded=True, seed=0)
-        labels = engine.TrainingLabels(given, clean, init_G)
+        labels = TrainingLabels(given, clean, init_G)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()

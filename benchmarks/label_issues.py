@@ -46,6 +46,7 @@ from pipeline.analysis.label_issues import RELABEL_CONFIDENCE, detection_quality
 from pipeline.data.datasets import Dataset, Split  # noqa: E402
 from pipeline.layout import CellPaths  # noqa: E402
 from pipeline.method import engine  # noqa: E402
+from pipeline.method.trainer import TrainingLabels  # noqa: E402
 from stages import noise as noise_stage  # noqa: E402
 from stages.common import CODE_ROOT, StageContext, digest, load_data, load_labels  # noqa: E402
 from stages.label_issues import issues_for_run  # noqa: E402
@@ -134,12 +135,12 @@ def out_of_sample_probs(setting: str, bench: Path, data_path: Path, clock: pv2.W
     return probs, {"given": labels.given, "clean": labels.clean, "index": data.train.index}
 
 
-def train_fold(cell, data: Dataset, labels: engine.TrainingLabels, train_rows: np.ndarray, out: Path,
+def train_fold(cell, data: Dataset, labels: TrainingLabels, train_rows: np.ndarray, out: Path,
                clock: pv2.WallClock) -> np.ndarray:
     train = np.flatnonzero(train_rows)
     fold_data = Dataset(data.name, data.num_classes, data.class_names, data.image_size, data.mean, data.std,
                         subset(data.train, train), data.tests)
-    fold_labels = engine.TrainingLabels(labels.given[train], labels.clean[train], np.ones(len(train), bool))
+    fold_labels = TrainingLabels(labels.given[train], labels.clean[train], np.ones(len(train), bool))
     planned = pv2.planned_steps(cell, len(train))
     if planned * FOLDS != pv2.BUDGET:
         raise SystemExit(f"{cell.name}: {FOLDS} folds of {planned} steps miss the budget of {pv2.BUDGET}")

@@ -25,6 +25,7 @@ import protocol_v2 as pv2  # noqa: E402
 
 from pipeline.layout import CellPaths  # noqa: E402
 from pipeline.method import engine  # noqa: E402
+from pipeline.method.trainer import load_checkpoint  # noqa: E402
 from stages.common import StageContext, load_data  # noqa: E402
 
 
@@ -50,7 +51,7 @@ def diagnose(run_dir: Path, setting: str, npz: Path, clean: np.ndarray) -> None:
     data = load_data(StageContext(run_dir, cell, CellPaths(run_dir, cell.name)))
     checkpoint = next(run_dir / phase / engine.CHECKPOINT for phase in ("finetune", "train", "warmup")
                       if (run_dir / phase / engine.CHECKPOINT).exists())
-    state = engine.load_checkpoint(checkpoint)
+    state = load_checkpoint(checkpoint)
     preds = engine.extract_checkpoint(cell, data, checkpoint, data.tests["test"]).preds
     noisy = data.tests["test"].labels
     k = data.num_classes

@@ -29,6 +29,7 @@ sys.path.insert(0, str(PROJECT))
 from pipeline.config import parse_params, resolve_cell  # noqa: E402
 from pipeline.layout import CellPaths  # noqa: E402
 from pipeline.method import engine  # noqa: E402
+from pipeline.method.trainer import TrainingLabels  # noqa: E402
 from stages import noise  # noqa: E402
 from stages.common import StageContext, load_data, load_labels  # noqa: E402
 from stages.evaluate import final_confidence_set  # noqa: E402
@@ -73,7 +74,7 @@ def main() -> None:
         handle.write(json.dumps(result) + "\n")
 
 
-def run(cell, data, labels: engine.TrainingLabels, out: Path, *, warmup_only: bool) -> dict:
+def run(cell, data, labels: TrainingLabels, out: Path, *, warmup_only: bool) -> dict:
     """Warm-up, MTaDCS epochs and fine-tune as the stages run them; the CE cell is its warm-up."""
     if not cell.method.uses_predictions:  # one plain phase of every epoch, as the CE cell's stages amount to
         cell = cell.model_copy(update={"optim": cell.optim.model_copy(update={"warmup_epochs": cell.optim.epochs})})

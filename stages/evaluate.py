@@ -14,6 +14,7 @@ from pipeline.files import atomic_path
 from pipeline.method import engine
 from pipeline.method.engine import CHECKPOINT
 from pipeline.method.selection import confidence_set_quality, per_class_recall
+from pipeline.method.trainer import TrainingLabels, load_checkpoint
 from stages import label_issues
 from stages.common import NOT_RUN, StageContext, is_not_run, load_data, load_labels, stage_run, write_json
 
@@ -55,8 +56,8 @@ def run(ctx: StageContext) -> None:
             tracker.log_artifact(final, "model")
 
 
-def final_confidence_set(checkpoint, labels: engine.TrainingLabels) -> dict:
-    state = engine.load_checkpoint(checkpoint)
+def final_confidence_set(checkpoint, labels: TrainingLabels) -> dict:
+    state = load_checkpoint(checkpoint)
     in_G, current = state["in_G"].numpy(), state["labels"].numpy()
     if labels.clean is None:
         return {"size": int(in_G.sum())}

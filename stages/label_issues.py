@@ -28,6 +28,7 @@ from pipeline.errors import UserError
 from pipeline.files import atomic_path
 from pipeline.method import engine
 from pipeline.method.engine import CHECKPOINT, TrainingLabels
+from pipeline.method.trainer import load_checkpoint
 from stages.common import NOT_RUN, StageContext, is_not_run, load_data, load_labels, write_json
 
 
@@ -46,7 +47,7 @@ def issues_for_run(cell: CellConfig, data: Dataset, labels: TrainingLabels, trai
     """Label issues from a run's train directory (checkpoint: final G and current labels;
     epochs/: traces) and the final model's checkpoint (or its softmax on the training images,
     `probs`, when the caller computed it already)."""
-    state = engine.load_checkpoint(train_dir / CHECKPOINT)
+    state = load_checkpoint(train_dir / CHECKPOINT)
     if probs is None:
         probs = engine.train_probabilities(cell, data, final)
     traces_dir = train_dir / "epochs"

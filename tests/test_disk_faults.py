@@ -52,6 +52,7 @@ def test_a_full_disk_then_a_read_only_folder_are_clear_errors_and_the_run_resume
         raise Stop  # a run interrupted after its first checkpoint
 
     from pipeline.method import engine
+    from pipeline.method.trainer import load_checkpoint
     from stages.common import load_data, load_labels
 
     data = load_data(ctx)
@@ -77,4 +78,4 @@ def test_a_full_disk_then_a_read_only_folder_are_clear_errors_and_the_run_resume
 
     assert not list(tiny_fs.glob(".*.tmp"))  # no half-written temp file left behind
     training.run(ctx, "warmup")  # space and permissions back: resumes and finishes
-    assert engine.load_checkpoint(checkpoint)["epoch"] == 3 and _sha(checkpoint) != before
+    assert load_checkpoint(checkpoint)["epoch"] == 3 and _sha(checkpoint) != before

@@ -30,6 +30,15 @@ from pipeline.data.datasets import Dataset, Split
 from pipeline.data.noise import initial_confidence_mask, make_noisy_labels
 from pipeline.errors import UserError
 from pipeline.method import engine
+from pipeline.method import trainer as learner  # the module, beside the tests' `trainer` objects
+from pipeline.method.placement import Extraction, Placement
+from pipeline.method.trainer import (
+    Trainer,
+    TrainingLabels,
+    epoch_order,
+    key_encoder_momentum,
+    load_checkpoint,
+)
 
 K = 4
 N_TRAIN, N_TEST = 128, 40
@@ -128,7 +137,7 @@ def assert_same(a, b, where: str = "state") -> None:
 
 
 def assert_same_checkpoint(path_a: Path, path_b: Path) -> None:
-    a, b = engine.load_checkpoint(path_a), engine.load_checkpoint(path_b)
+    a, b = load_checkpoint(path_a), load_checkpoint(path_b)
     a["history"], b["history"] = without_timing(a["history"]), without_timing(b["history"])
     assert a.keys() == b.keys()
     for key in ("phase", "epoch", "fingerprint", "in_G", "labels", "soft", "model", "key_model", "queue",
@@ -151,13 +160,13 @@ def data() -> Dataset:
 
 
 @pytest.fixture(scope="module")
-def labels(data: Dataset) -> engine.TrainingLabels:
+def labels(data: Dataset) -> TrainingLabels:
     clean = data.train.labels
     given = make_noisy_labels(clean, K, kind="sym", rate=0.4, seed=0)
     init_G = initial_confidence_mask(given, clean, K, init_per_class=12, seeded=True, seed=0)
     given[TWIN_POSITIONS] = np.arange(TWINS) % 2  # half 0 (correct), half 1 (wrong)
     init_G[TWIN_POSITIONS] = True
-    return engine.TrainingLabels(given=given, clean=clean, init_G=init_G)
+    return TrainingLabels(given=given, clean=clean, init_G=init_G)
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +183,7 @@ def warm(tmp_path_factory, cell, data, labels) -> Path:
 
 
 @pytest.fixture(scope="module")
-def run_a(tmp_path_factory, cell, data, labels, warm) -> tuple[Path, engine.Trainer, list[dict]]:
+def run_a(tmp_path_factory, cell, data, labels, warm) -> tuple[Path, Trainer, list[dict]]:
     """The uninterrupted MTaDCS epochs: (out dir, trainer, records passed to on_epoch)."""
     out = tmp_path_factory.mktemp("train-a")
     seen: list[dict] = []
@@ -202,7 +211,7 @@ def test_reference_run_changes_state_every_epoch(run_a, labels) -> None:
 
 def test_uninterrupted_run_checkpoint_holds_every_epoch(run_a, cell) -> None:
     out, trainer, seen = run_a
-    state = engine.load_checkpoint(out / engine.CHECKPOINT)
+    state = load_checkpoint(out / engine.CHECKPOINT)
     assert state["phase"] == "train" and state["epoch"] == T_MAX and state["fingerprint"] == "fp"
     assert without_timing(state["history"]) == without_timing(trainer.history) == without_timing(seen)
     # The lr column follows the step schedule of the whole run (warm-up epochs included).
@@ -215,7 +224,7 @@ def test_uninterrupted_run_checkpoint_holds_every_epoch(run_a, cell) -> None:
 def test_warmup_resume_equals_uninterrupted(tmp_path, cell, data, labels, warm) -> None:
     with pytest.raises(Interrupted):
         engine.run_warmup(cell, data, labels, tmp_path, fingerprint="w", on_epoch=stop_after(3))
-    assert engine.load_checkpoint(tmp_path / engine.CHECKPOINT)["epoch"] == 3
+    assert load_checkpoint(tmp_path / engine.CHECKPOINT)["epoch"] == 3
     seen: list[dict] = []
     trainer = engine.run_warmup(cell, data, labels, tmp_path, fingerprint="w", on_epoch=seen.append)
     assert [r["epoch"] for r in seen] == list(range(4, T_P + 1))  # only the missing epochs ran
@@ -228,7 +237,7 @@ def test_train_resume_equals_uninterrupted(tmp_path, cell, data, labels, warm, r
     out_a, trainer_a, _ = run_a
     with pytest.raises(Interrupted):
         engine.run_train(cell, data, labels, warm, tmp_path, fingerprint="fp", on_epoch=stop_after(stop))
-    assert engine.load_checkpoint(tmp_path / engine.CHECKPOINT)["epoch"] == stop
+    assert load_checkpoint(tmp_path / engine.CHECKPOINT)["epoch"] == stop
     # A run killed after writing later traces than its checkpoint leaves them behind: they must go
     # before the resumed run goes on, so the traces never run ahead of the checkpoint.
     for epoch in (stop + 1, stop + 2):
@@ -286,14 +295,14 @@ def test_finetune_resume_equals_uninterrupted(tmp_path, cell, data, labels, run_
     assert without_timing(trainer_b.history) == without_timing(trainer_a.history)
     assert [r["epoch"] for r in trainer_a.history] == list(range(1, FINETUNE_EPOCHS + 1))
     # Fine-tuning trains on the final G and leaves G and the labels alone.
-    train_state = engine.load_checkpoint(train_ckpt)
+    train_state = load_checkpoint(train_ckpt)
     np.testing.assert_array_equal(trainer_a.in_G, train_state["in_G"].numpy())
     np.testing.assert_array_equal(trainer_a.labels, train_state["labels"].numpy())
     g_size = int(train_state["in_G"].sum())
     batch = cell.finetune.batch_size
     expected = g_size // batch * batch if g_size > batch else g_size  # drop_last
     assert all(r["train_samples"] == expected for r in trainer_a.history)
-    assert engine.load_checkpoint(dir_a / engine.CHECKPOINT)["key_model"] is None
+    assert load_checkpoint(dir_a / engine.CHECKPOINT)["key_model"] is None
 
 
 # -- 2. a changed fingerprint starts afresh -----------------------------------------------------
@@ -302,13 +311,13 @@ def test_finetune_resume_equals_uninterrupted(tmp_path, cell, data, labels, run_
 def test_changed_fingerprint_starts_afresh(tmp_path, cell, data, labels, warm) -> None:
     with pytest.raises(Interrupted):
         engine.run_train(cell, data, labels, warm, tmp_path, fingerprint="old", on_epoch=stop_after(T_P + 1))
-    assert engine.load_checkpoint(tmp_path / engine.CHECKPOINT)["epoch"] == T_P + 1
+    assert load_checkpoint(tmp_path / engine.CHECKPOINT)["epoch"] == T_P + 1
 
     seen: list[dict] = []
     with pytest.raises(Interrupted):
         engine.run_train(cell, data, labels, warm, tmp_path, fingerprint="new", on_epoch=record_then_stop(seen))
     assert [r["epoch"] for r in seen] == [T_P]  # restarted from the warm-up, not from T_P + 1
-    state = engine.load_checkpoint(tmp_path / engine.CHECKPOINT)
+    state = load_checkpoint(tmp_path / engine.CHECKPOINT)
     assert state["fingerprint"] == "new" and state["epoch"] == T_P
     assert [r["epoch"] for r in state["history"]] == [T_P]
     # The stale run's later traces are gone.
@@ -322,7 +331,7 @@ def test_checkpoint_of_another_phase_is_not_resumed(tmp_path, cell, data, labels
     with pytest.raises(Interrupted):
         engine.run_train(cell, data, labels, warm, tmp_path, fingerprint="w", on_epoch=record_then_stop(seen))
     assert seen[0]["epoch"] == T_P and "loss" not in seen[0]  # the selection-only record of epoch T_P
-    assert engine.load_checkpoint(tmp_path / engine.CHECKPOINT)["phase"] == "train"
+    assert load_checkpoint(tmp_path / engine.CHECKPOINT)["phase"] == "train"
 
 
 # -- 3. traces ----------------------------------------------------------------------------------
@@ -393,7 +402,7 @@ def test_trace_features_are_float16_and_match_the_model(run_a, data) -> None:
 def test_all_switches_off_trains_on_every_sample(tmp_path, data, labels) -> None:
     off = dict.fromkeys(SWITCHES, False)
     cell = make_cell(method=off, optim={"epochs": 3, "warmup_epochs": 1, "lr_milestones": [3], "batch_size": 16})
-    real = engine.TrainingLabels(given=labels.given, clean=None, init_G=labels.init_G)  # clean unknown
+    real = TrainingLabels(given=labels.given, clean=None, init_G=labels.init_G)  # clean unknown
     warm = engine.run_warmup(cell, data, real, tmp_path / "w")
     assert warm.in_G.all() and warm.key_model is None
     trainer = engine.run_train(cell, data, real, tmp_path / "w" / engine.CHECKPOINT, tmp_path / "t")
@@ -434,7 +443,7 @@ def test_corrupt_checkpoint_is_a_user_error_naming_the_file(tmp_path) -> None:
     path = tmp_path / engine.CHECKPOINT
     path.write_bytes(b"\x00garbage, not a torch zip archive" * 10)
     with pytest.raises(UserError, match="unreadable checkpoint") as err:
-        engine.load_checkpoint(path)
+        load_checkpoint(path)
     assert str(path) in str(err.value)
 
 
@@ -442,13 +451,13 @@ def test_truncated_checkpoint_is_a_user_error(tmp_path, warm) -> None:
     path = tmp_path / engine.CHECKPOINT
     path.write_bytes(warm.read_bytes()[: warm.stat().st_size // 2])
     with pytest.raises(UserError, match=str(path)):
-        engine.load_checkpoint(path)
+        load_checkpoint(path)
 
 
 def test_missing_checkpoint_is_a_user_error(tmp_path, cell, data, labels) -> None:
     path = tmp_path / "nowhere" / engine.CHECKPOINT
     with pytest.raises(UserError, match="checkpoint not found") as err:
-        engine.load_checkpoint(path)
+        load_checkpoint(path)
     assert str(path) in str(err.value)
     with pytest.raises(UserError, match="not found"):  # a stage started before its predecessor
         engine.run_train(cell, data, labels, path, tmp_path / "t")
@@ -473,7 +482,7 @@ def test_evaluate_checkpoint_metrics(run_a, cell, data, labels) -> None:
     assert metrics["test/top5"] == 100.0  # 4 classes: top-5 is capped at top-4
     assert metrics["test/top1"] == run_a[1].history[-1]["test_top1"]
 
-    real = engine.TrainingLabels(given=labels.given, clean=None, init_G=np.ones(N_TRAIN, dtype=bool))
+    real = TrainingLabels(given=labels.given, clean=None, init_G=np.ones(N_TRAIN, dtype=bool))
     current = engine.evaluate_checkpoint(cell, data, real, checkpoint)
     assert current["knn_labels"] == "current"
     assert 0.0 <= current["test/knn"] <= 100.0
@@ -522,20 +531,20 @@ def test_saving_the_same_state_twice_gives_identical_bytes(run_a, tmp_path) -> N
 
 
 def test_auto_momentum_is_the_papers_at_paper_scale_and_lags_as_many_epochs_on_a_short_run() -> None:
-    assert engine.key_encoder_momentum("auto", 50_000, 128) == pytest.approx(0.999)
-    small = engine.key_encoder_momentum("auto", 5170, 128)  # 40 steps an epoch
+    assert key_encoder_momentum("auto", 50_000, 128) == pytest.approx(0.999)
+    small = key_encoder_momentum("auto", 5170, 128)  # 40 steps an epoch
     assert small == pytest.approx(0.999 ** (390 / 40))
     # the key encoder keeps as much of itself per epoch as the paper's does
     assert small ** 40 == pytest.approx(0.999 ** 390)
-    assert engine.key_encoder_momentum(0.99, 5170, 128) == 0.99
+    assert key_encoder_momentum(0.99, 5170, 128) == 0.99
 
 
 def test_trainer_moves_the_key_encoder_with_the_scaled_momentum(monkeypatch, data, labels) -> None:
-    trainer = engine.Trainer(make_cell(), data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, key_encoder=True)
+    trainer = Trainer(make_cell(), data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, key_encoder=True)
     assert trainer.key_momentum == pytest.approx(0.999 ** (390 / (N_TRAIN // 8)))
     used: list[float] = []
-    real_update = engine.momentum_update
-    monkeypatch.setattr(engine, "momentum_update", lambda k, q, m: used.append(m) or real_update(k, q, m))
+    real_update = learner.momentum_update
+    monkeypatch.setattr(learner, "momentum_update", lambda k, q, m: used.append(m) or real_update(k, q, m))
     views = engine._train_transform(trainer.cell, data)
     with engine.Progress(False, "", 0) as quiet:
         stats = trainer.run_epoch(views, lr=0.01, batch_size=8, mixup_alpha=1.0, contrastive=True,
@@ -545,28 +554,28 @@ def test_trainer_moves_the_key_encoder_with_the_scaled_momentum(monkeypatch, dat
 
 
 def test_ema_extraction_leaves_the_key_encoder_in_train_mode(data, labels) -> None:
-    trainer = engine.Trainer(make_cell(), data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, key_encoder=True)
+    trainer = Trainer(make_cell(), data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, key_encoder=True)
     trainer.extract(data.train, 64, ema=True)
     assert trainer.key_model.training
 
 
 def test_a_checkpoint_from_other_code_is_a_one_line_user_error(tmp_path, cell, data, labels, warm) -> None:
-    state = engine.load_checkpoint(warm)
+    state = load_checkpoint(warm)
     del state["queue"]["positions"]  # as written before the queue remembered each key's sample
-    trainer = engine.Trainer(cell, data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, key_encoder=True)
+    trainer = Trainer(cell, data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, key_encoder=True)
     with pytest.raises(UserError, match="checkpoint: does not fit this code"):
         trainer.restore(state)
 
 
 def test_a_checkpoint_from_another_cell_or_model_is_a_user_error_naming_it(tmp_path, cell, data, labels, warm) -> None:
-    state = engine.load_checkpoint(warm)
+    state = load_checkpoint(warm)
     short = state | {"in_G": state["in_G"][:-3], "labels": state["labels"][:-3]}  # another dataset's samples
     torch.save(short, tmp_path / "other-cell.pt")
-    trainer = engine.Trainer(cell, data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, key_encoder=True)
+    trainer = Trainer(cell, data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, key_encoder=True)
     with pytest.raises(UserError, match=r"other-cell.pt: holds \d+ samples .* another cell"):
         trainer.load(tmp_path / "other-cell.pt")
     wider = cell.model_copy(update={"model": cell.model.model_copy(update={"width": cell.model.width * 2})})
-    trainer = engine.Trainer(wider, data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, key_encoder=True)
+    trainer = Trainer(wider, data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, key_encoder=True)
     with pytest.raises(UserError, match=f"{warm}: does not fit this code or model"):
         trainer.load(warm)
 
@@ -575,15 +584,15 @@ def test_epoch_order_S_draws_a_ce_epochs_steps_from_G_only() -> None:
     in_G = np.zeros(100, dtype=bool)
     in_G[[3, 5, 7, 11, 13, 17, 19]] = True
     labels = np.arange(100) % 3
-    order = engine.epoch_order(in_G, labels, iters="S", batch_size=8, class_balanced=False,
+    order = epoch_order(in_G, labels, iters="S", batch_size=8, class_balanced=False,
                                generator=torch.Generator().manual_seed(0))
     assert len(order) == (100 // 8) * 8
     assert in_G[order].all()
     counts = np.bincount(order, minlength=100)[in_G]
     assert counts.max() - counts.min() <= 1  # repeated shuffled passes over G
-    assert engine.epoch_order(in_G, labels, iters="G", batch_size=8, class_balanced=False,
+    assert epoch_order(in_G, labels, iters="G", batch_size=8, class_balanced=False,
                               generator=torch.Generator()) is None
-    fixed = engine.epoch_order(in_G, labels, iters=5, batch_size=8, class_balanced=False,
+    fixed = epoch_order(in_G, labels, iters=5, batch_size=8, class_balanced=False,
                                generator=torch.Generator().manual_seed(0))
     assert len(fixed) == 40
 
@@ -592,7 +601,7 @@ def test_epoch_order_class_balanced_draws_each_class_about_equally() -> None:
     in_G = np.zeros(300, dtype=bool)
     in_G[:200] = True  # class 0: 190 members of G, class 1: 10
     labels = np.where(np.arange(300) < 190, 0, 1)
-    order = engine.epoch_order(in_G, labels, iters=300, batch_size=40, class_balanced=True,
+    order = epoch_order(in_G, labels, iters=300, batch_size=40, class_balanced=True,
                                generator=torch.Generator().manual_seed(0))
     share = np.mean(labels[order] == 1)
     assert in_G[order].all() and 0.4 < share < 0.6  # 12000 draws: the share is 0.5 +- 0.005 (1 sd)
@@ -607,22 +616,22 @@ def test_iters_per_epoch_S_runs_the_same_steps_as_a_pass_over_S(tmp_path, data, 
     assert [r["train_samples"] for r in trainer.history] == [N_TRAIN // batch * batch] * 2
 
 
-def _extraction_agreeing_with(clean: np.ndarray, n: int) -> engine.Extraction:
+def _extraction_agreeing_with(clean: np.ndarray, n: int) -> Extraction:
     """Predictions = the clean labels; features in tight class clusters (every LOF score ~1)."""
     rng = np.random.default_rng(0)
     features = np.eye(K, 8)[clean] + rng.normal(0, 0.01, (n, 8))
     logits = torch.as_tensor(np.eye(K)[clean] * 10.0, dtype=torch.float32)
-    return engine.Extraction(features.astype(np.float32), features.astype(np.float32), logits)
+    return Extraction(features.astype(np.float32), features.astype(np.float32), logits)
 
 
 @pytest.mark.parametrize("final_selection", [True, False])
 def test_labels_corrected_in_the_last_round_reach_G_only_with_a_final_selection(
         tmp_path, monkeypatch, data, labels, final_selection: bool) -> None:
     cell = make_cell(method={"final_selection": final_selection, "lof_threshold": 1e6})
-    trainer = engine.Trainer(cell, data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, key_encoder=True)
+    trainer = Trainer(cell, data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, key_encoder=True)
     trainer.epoch = T_MAX  # the last round of Algorithm 1
     monkeypatch.setattr(trainer, "extract", lambda split, *a, **k: _extraction_agreeing_with(labels.clean, N_TRAIN)
-                        if split is data.train else engine.Trainer.extract(trainer, split, *a, **k))
+                        if split is data.train else Trainer.extract(trainer, split, *a, **k))
     with engine.Progress(False, "", 0) as quiet:
         record = engine._select(trainer, labels, quiet, tmp_path / "epochs", correct=True)
     corrected = trainer.labels != labels.given
@@ -638,15 +647,15 @@ def test_labels_corrected_in_the_last_round_reach_G_only_with_a_final_selection(
 def test_ema_selection_predicts_with_the_momentum_encoder_even_without_contrastive(
         tmp_path, monkeypatch, data, labels) -> None:
     cell = make_cell(method={"selection_model": "ema", "contrastive": False})
-    trainer = engine.Trainer(cell, data, labels, lr=0.1, momentum=0.9, weight_decay=0.0,
+    trainer = Trainer(cell, data, labels, lr=0.1, momentum=0.9, weight_decay=0.0,
                              key_encoder=cell.method.needs_key_encoder)
     assert trainer.key_model is not None
     with torch.no_grad():  # make the two encoders disagree, so which one predicted shows
         for p in trainer.key_model.parameters():
             p.mul_(-1.0)
     used: list[torch.nn.Module] = []
-    real_extract = engine.extract
-    monkeypatch.setattr(engine, "extract", lambda model, *a, **k: used.append(model) or real_extract(model, *a, **k))
+    real_extract = learner.extract
+    monkeypatch.setattr(learner, "extract", lambda model, *a, **k: used.append(model) or real_extract(model, *a, **k))
     with engine.Progress(False, "", 0) as quiet:
         engine._select(trainer, labels, quiet, tmp_path / "epochs", correct=True)
     assert used[0] is trainer.key_model  # selection and correction: the EMA encoder over S
@@ -661,14 +670,14 @@ def test_logit_adjustment_shifts_the_logits_of_the_classification_loss_by_the_ep
     drawn = labels.given[in_G]
     expected = np.log(np.bincount(drawn, minlength=K) / len(drawn)) - np.log(1 / K)
     assert expected.max() - expected.min() > 0.5  # the case needs unequal shares
-    real_ce = engine.soft_cross_entropy
+    real_ce = learner.soft_cross_entropy
     for kind in ("none", "uniform"):
-        trainer = engine.Trainer(make_cell(method={"logit_adjustment": kind, "mixup": False}), data, labels, lr=0.0,
+        trainer = Trainer(make_cell(method={"logit_adjustment": kind, "mixup": False}), data, labels, lr=0.0,
                                  momentum=0.0, weight_decay=0.0, key_encoder=True)
         trainer.set_confidence_set(in_G)
         forward, seen = trainer.forward, []
         monkeypatch.setattr(trainer, "forward", lambda x, forward=forward, seen=seen: seen.append(forward(x)) or seen[-1])
-        monkeypatch.setattr(engine, "soft_cross_entropy",
+        monkeypatch.setattr(learner, "soft_cross_entropy",
                             lambda logits, targets, seen=seen: seen.append(logits) or real_ce(logits, targets))
         with engine.Progress(False, "", 0) as quiet:
             trainer.run_epoch(engine._train_transform(trainer.cell, data), lr=0.0, batch_size=8, mixup_alpha=0.0,
@@ -697,12 +706,12 @@ def test_fixmatch_adds_a_loss_on_samples_outside_G_only(tmp_path, monkeypatch, d
     cell = make_cell(method={"semi_supervised": "fixmatch", "fixmatch_threshold": 1e-6, "fixmatch_ratio": 0.5},
                      optim={"epochs": 1, "warmup_epochs": 1, "lr_milestones": [1]})
     drawn: list[np.ndarray] = []
-    real_loader = engine.Placement.batches
+    real_loader = Placement.batches
 
     def spy(self, split, transform, positions, *a, **k):
         drawn.append((type(transform).__name__, np.asarray(positions)))
         return real_loader(self, split, transform, positions, *a, **k)
-    monkeypatch.setattr(engine.Placement, "batches", spy)
+    monkeypatch.setattr(Placement, "batches", spy)
     trainer = engine.run_warmup(cell, data, labels, tmp_path)
     record = trainer.history[0]
     assert record["loss_u"] > 0 and record["pseudo_labelled"] == 1.0  # threshold ~0: every sample passes
@@ -719,17 +728,17 @@ def test_fixmatch_off_leaves_the_unlabelled_loss_at_zero(tmp_path, data, labels)
 @pytest.mark.parametrize("data_path", ["loader", "resident"])
 def test_forward_correction_estimates_T_on_the_seed_after_an_all_data_warmup(tmp_path, monkeypatch, data,
                                                                              labels, data_path) -> None:
-    verified = engine.TrainingLabels(labels.given, labels.clean, labels.init_G, verified=True)
+    verified = TrainingLabels(labels.given, labels.clean, labels.init_G, verified=True)
     cell = make_cell(method={"warmup_set": "all", "semi_supervised": "forward", "fixmatch_ratio": 0.5},
                      optim={"epochs": 3, "warmup_epochs": 2, "lr_milestones": [3], "batch_size": 16},
                      runtime={"data_path": data_path})
     drawn: list[tuple[str, bool]] = []  # (transform, with RandAugment) of every batch stream
-    real_loader = engine.Placement.batches
+    real_loader = Placement.batches
 
     def spy(self, split, transform, *a, **k):
         drawn.append((type(transform).__name__, bool(getattr(transform, "randaugment", None))))
         return real_loader(self, split, transform, *a, **k)
-    monkeypatch.setattr(engine.Placement, "batches", spy)
+    monkeypatch.setattr(Placement, "batches", spy)
     warm = engine.run_warmup(cell, data, verified, tmp_path / "w")
     assert warm.transition is None and all(r["loss_u"] == 0.0 for r in warm.history)  # nothing outside G yet
     assert not warm.in_G[labels.init_G].any() and warm.in_G[~labels.init_G].all()  # GLC: the seed is held out
@@ -740,7 +749,7 @@ def test_forward_correction_estimates_T_on_the_seed_after_an_all_data_warmup(tmp
     # Ḡ's batches come as the one strong view the corrected loss learns on: no weak view is made
     assert "WeakStrong" not in [name for name, _ in drawn]
     assert any(name == "View" and randaugment for name, randaugment in drawn)
-    resumed = engine.load_checkpoint(tmp_path / "t" / engine.CHECKPOINT)
+    resumed = load_checkpoint(tmp_path / "t" / engine.CHECKPOINT)
     torch.testing.assert_close(resumed["transition"], trainer.transition)
 
 
@@ -769,10 +778,10 @@ def test_removal_patience_spares_a_single_disagreement_and_the_streak_survives_a
     with pytest.raises(Interrupted):
         engine.run_train(patient, data, labels, warm, tmp_path / "t", on_epoch=record_then_stop(seen))
     assert seen[0]["epoch"] == T_P and seen[0]["removed"] == 0
-    state = engine.load_checkpoint(tmp_path / "t" / engine.CHECKPOINT)
+    state = load_checkpoint(tmp_path / "t" / engine.CHECKPOINT)
     streak = state["disagree_streak"].numpy()
     assert (streak[TWIN_POSITIONS] == 1).sum() >= TWINS // 2  # the disagreeing twins are one round in
-    trainer = engine.Trainer(patient, data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, key_encoder=True)
+    trainer = Trainer(patient, data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, key_encoder=True)
     trainer.restore(state)
     np.testing.assert_array_equal(trainer.disagree_streak, streak)
 
@@ -788,10 +797,10 @@ def test_selection_patience_admits_no_one_on_a_single_agreement_and_the_streak_s
                              on_epoch=record_then_stop(seen))
     assert seen[0]["selected"] > 0  # the case needs the paper's rule to select at the opening round
     assert seen[1]["selected"] == 0
-    state = engine.load_checkpoint(tmp_path / "patient" / engine.CHECKPOINT)
+    state = load_checkpoint(tmp_path / "patient" / engine.CHECKPOINT)
     agree = state["agree_streak"].numpy()
     assert set(np.unique(agree)) <= {0, 1} and agree.sum() >= seen[0]["selected"]
-    trainer = engine.Trainer(make_cell(), data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, key_encoder=True)
+    trainer = Trainer(make_cell(), data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, key_encoder=True)
     trainer.restore(state)
     np.testing.assert_array_equal(trainer.agree_streak, agree)
 
@@ -853,7 +862,7 @@ def test_auto_class_keep_is_estimated_from_the_warm_up_model_and_held(tmp_path, 
     removal leaves every class at least that share of its labelled samples."""
     from pipeline.method.selection import gmm_clean_share
 
-    seedless = engine.TrainingLabels(given=labels.given, clean=labels.clean, init_G=np.ones_like(labels.init_G))
+    seedless = TrainingLabels(given=labels.given, clean=labels.clean, init_G=np.ones_like(labels.init_G))
     cell = make_cell(noise={"init": "all"}, method={"min_class_keep": "auto", "label_correction": False})
     engine.run_warmup(cell, data, seedless, tmp_path / "w")
     warm = tmp_path / "w" / engine.CHECKPOINT
@@ -862,7 +871,7 @@ def test_auto_class_keep_is_estimated_from_the_warm_up_model_and_held(tmp_path, 
     expected = gmm_clean_share(losses, seedless.given, K)
     with pytest.raises(Interrupted):
         engine.run_train(cell, data, seedless, warm, tmp_path / "t", on_epoch=stop_after(T_P + 1))
-    state = engine.load_checkpoint(tmp_path / "t" / engine.CHECKPOINT)
+    state = load_checkpoint(tmp_path / "t" / engine.CHECKPOINT)
     assert state["epoch"] == T_P + 1  # one selection round after the opening one
     np.testing.assert_allclose(state["class_keep"].numpy(), expected)
     opening = trace_frame(tmp_path / "t" / "epochs").query(f"epoch == {T_P}")
@@ -883,7 +892,7 @@ def test_self_seed_restarts_G_from_each_labels_most_confident_samples(tmp_path, 
     the samples whose prediction agrees with their label: every label keeps at least k members,
     and only seed members may disagree. The planted twins guarantee some disagreement (half of
     them, all under one label, so at most k of them in the seed), hence G < S."""
-    seedless = engine.TrainingLabels(given=labels.given, clean=labels.clean, init_G=np.ones_like(labels.init_G))
+    seedless = TrainingLabels(given=labels.given, clean=labels.clean, init_G=np.ones_like(labels.init_G))
     k = 3
     cell = make_cell(noise={"init": "all"}, method={"self_seed_per_class": k, "removal": False, "lof": False})
     engine.run_warmup(cell, data, seedless, tmp_path / "w")  # on all of S, as a seedless run warms up
@@ -906,7 +915,7 @@ def test_the_self_seed_is_not_removed_in_the_round_that_picked_it(tmp_path, data
     """With agreement at p(label) >= 0.999999 no prediction of a briefly trained model counts as
     agreement, so removal would empty G in the opening round (it did, on CIFAR-10-5k at sym 50 %):
     the seed the model just picked stays, k members per label."""
-    seedless = engine.TrainingLabels(given=labels.given, clean=labels.clean, init_G=np.ones_like(labels.init_G))
+    seedless = TrainingLabels(given=labels.given, clean=labels.clean, init_G=np.ones_like(labels.init_G))
     k = 3
     cell = make_cell(noise={"init": "all"}, method={"self_seed_per_class": k, "agreement_min_prob": 0.999999,
                                                     "label_correction": False})
@@ -924,7 +933,7 @@ def test_a_kept_self_seed_stays_in_G_unrelabelled_all_run_and_through_a_resume(t
     """self_seed_keep: agreement at p >= 0.999999 admits nothing and would remove every member,
     and Eq. 7 at alpha 1 relabels every sample whose prediction differs; yet every round's G holds
     the whole seed under its given labels, also after the run is cut off and resumed."""
-    seedless = engine.TrainingLabels(given=labels.given, clean=labels.clean, init_G=np.ones_like(labels.init_G))
+    seedless = TrainingLabels(given=labels.given, clean=labels.clean, init_G=np.ones_like(labels.init_G))
     cell = make_cell(noise={"init": "all"}, method={"self_seed_per_class": 3, "self_seed_keep": True,
                                                     "agreement_min_prob": 0.999999, "label_correction": True,
                                                     "lc_alpha": 1.0})

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pipeline.method import engine
+from pipeline.method.placement import Placement
 from tests.test_engine import data, labels, make_cell  # noqa: F401  (module fixtures)
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -32,7 +33,7 @@ def test_a_bf16_run_on_the_gpu_trains_selects_and_stays_finite(tmp_path, data, l
 @cuda
 def test_the_resident_path_keeps_the_images_on_the_gpu(data) -> None:  # noqa: F811
     cell = make_cell(runtime={**GPU_RUNTIME, "data_path": "auto"})
-    place = engine.Placement.for_runtime(cell.runtime)
+    place = Placement.for_runtime(cell.runtime)
     views = engine._train_transform(cell, data)
     batches = place.batches(data.train, views, None, 16, shuffle=True, generator=torch.Generator().manual_seed(0))
     (query, key), pos = next(iter(batches))
