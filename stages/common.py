@@ -20,7 +20,7 @@ from pipeline.data.datasets import Dataset, load_dataset
 from pipeline.data.noise import read_label_file
 from pipeline.files import atomic_path, write_text_atomic
 from pipeline.layout import NOT_RUN, CellPaths, home_root
-from pipeline.method.engine import TrainingLabels
+from pipeline.method.trainer import TrainingLabels
 from pipeline.tracking import mlflow_runs, provenance
 
 log = logging.getLogger(__name__)

@@ -27,8 +27,8 @@ from pipeline.data.trace_store import read_traces
 from pipeline.errors import UserError
 from pipeline.files import atomic_path
 from pipeline.method import engine
-from pipeline.method.engine import CHECKPOINT, TrainingLabels
-from pipeline.method.trainer import load_checkpoint
+from pipeline.method.engine import CHECKPOINT
+from pipeline.method.trainer import TrainingLabels, load_checkpoint
 from stages.common import NOT_RUN, StageContext, is_not_run, load_data, load_labels, write_json
 
 

@@ -238,7 +238,7 @@ def test_a_damaged_image_folder_is_one_line_naming_what_is_wrong(tmp_path, damag
 @FUZZ
 @given(cut=st.floats(0.0, 0.95))
 def test_a_truncated_checkpoint_is_one_line_naming_it(tmp_path, cut) -> None:
-    from pipeline.method.engine import load_checkpoint
+    from pipeline.method.trainer import load_checkpoint
 
     path = tmp_path / f"checkpoint-{cut:.3f}.pt"
     torch.save({"model": {"w": torch.zeros(64, 64)}, "epoch": 3}, path)

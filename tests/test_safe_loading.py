@@ -28,7 +28,7 @@ def write_payload(path, marker) -> None:
 
 
 def test_a_checkpoint_carrying_a_payload_is_refused_and_the_payload_never_runs(tmp_path) -> None:
-    from pipeline.method.engine import load_checkpoint
+    from pipeline.method.trainer import load_checkpoint
 
     marker = tmp_path / "pwned"
     write_payload(tmp_path / "checkpoint.pt", marker)
