@@ -26,7 +26,7 @@ from pipeline.config import SWITCHES, parse_params, resolve_cell
 from pipeline.data.datasets import load_dataset
 from pipeline.data.noise import initial_confidence_mask, make_noisy_labels
 from pipeline.method import engine
-from pipeline.method.trainer import TrainingLabels  # noqa: E402
+from pipeline.method.trainer import TrainingLabels
 from pipeline.tracking import mlflow_runs
 
 PARTS = ("time_train", "time_extract", "time_lof", "time_store", "time_mlflow")

@@ -35,7 +35,7 @@ PHASE_INPUTS = {  # the config sections a phase's result depends on (what its fi
 # the resume fingerprint hashes them, so a code change restarts a persisted stage instead of
 # resuming (or silently keeping) a result the old code made. tests/test_dvc_yaml.py checks both agree.
 TRAINING_CODE = (
-    "pipeline/method/engine.py", "pipeline/method/trainer.py", "pipeline/method/placement.py", "pipeline/method/models.py", "pipeline/method/augment.py", "pipeline/method/contrastive.py",
+    "pipeline/method/engine.py", "pipeline/method/trainer.py", "pipeline/method/device.py", "pipeline/method/models.py", "pipeline/method/augment.py", "pipeline/method/contrastive.py",
     "pipeline/method/losses.py", "pipeline/method/selection.py", "pipeline/method/correction.py", "pipeline/method/evaluate.py",
     "pipeline/method/outside_g.py", "pipeline/method/batch_augment.py", "pipeline/method/batches.py",
     "pipeline/distributed.py",

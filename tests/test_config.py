@@ -39,7 +39,7 @@ def test_identity_of_a_real_noise_cell_has_no_rate() -> None:
 
 
 def test_eval_batch_auto_is_small_on_cpu_and_a_number_is_kept() -> None:
-    from pipeline.method.placement import Placement
+    from pipeline.method.device import Placement
 
     cpu = {"device": "cpu", "threads": 0}
     assert Placement.for_runtime(cell(runtime=cpu).runtime).eval_batch == 64

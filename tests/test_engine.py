@@ -31,7 +31,7 @@ from pipeline.data.noise import initial_confidence_mask, make_noisy_labels
 from pipeline.errors import UserError
 from pipeline.method import engine
 from pipeline.method import trainer as learner  # the module, beside the tests' `trainer` objects
-from pipeline.method.placement import Extraction, Placement
+from pipeline.method.device import Extraction, Placement
 from pipeline.method.trainer import (
     Trainer,
     TrainingLabels,
@@ -39,6 +39,7 @@ from pipeline.method.trainer import (
     key_encoder_momentum,
     load_checkpoint,
 )
+from pipeline.runtime import Progress
 
 K = 4
 N_TRAIN, N_TEST = 128, 40
@@ -546,7 +547,7 @@ def test_trainer_moves_the_key_encoder_with_the_scaled_momentum(monkeypatch, dat
     real_update = learner.momentum_update
     monkeypatch.setattr(learner, "momentum_update", lambda k, q, m: used.append(m) or real_update(k, q, m))
     views = engine._train_transform(trainer.cell, data)
-    with engine.Progress(False, "", 0) as quiet:
+    with Progress(False, "", 0) as quiet:
         stats = trainer.run_epoch(views, lr=0.01, batch_size=8, mixup_alpha=1.0, contrastive=True,
                                   seed_epoch=0, progress=quiet)
     assert used == [trainer.key_momentum] * stats["steps"] and stats["steps"] > 0
@@ -632,7 +633,7 @@ def test_labels_corrected_in_the_last_round_reach_G_only_with_a_final_selection(
     trainer.epoch = T_MAX  # the last round of Algorithm 1
     monkeypatch.setattr(trainer, "extract", lambda split, *a, **k: _extraction_agreeing_with(labels.clean, N_TRAIN)
                         if split is data.train else Trainer.extract(trainer, split, *a, **k))
-    with engine.Progress(False, "", 0) as quiet:
+    with Progress(False, "", 0) as quiet:
         record = engine._select(trainer, labels, quiet, tmp_path / "epochs", correct=True)
     corrected = trainer.labels != labels.given
     assert record["flipped"] == corrected.sum() > 0  # lc_alpha 0.9: one disagreeing round flips
@@ -656,7 +657,7 @@ def test_ema_selection_predicts_with_the_momentum_encoder_even_without_contrasti
     used: list[torch.nn.Module] = []
     real_extract = learner.extract
     monkeypatch.setattr(learner, "extract", lambda model, *a, **k: used.append(model) or real_extract(model, *a, **k))
-    with engine.Progress(False, "", 0) as quiet:
+    with Progress(False, "", 0) as quiet:
         engine._select(trainer, labels, quiet, tmp_path / "epochs", correct=True)
     assert used[0] is trainer.key_model  # selection and correction: the EMA encoder over S
     assert used[1] is trainer.model  # the test-set curve stays the student's
@@ -679,7 +680,7 @@ def test_logit_adjustment_shifts_the_logits_of_the_classification_loss_by_the_ep
         monkeypatch.setattr(trainer, "forward", lambda x, forward=forward, seen=seen: seen.append(forward(x)) or seen[-1])
         monkeypatch.setattr(learner, "soft_cross_entropy",
                             lambda logits, targets, seen=seen: seen.append(logits) or real_ce(logits, targets))
-        with engine.Progress(False, "", 0) as quiet:
+        with Progress(False, "", 0) as quiet:
             trainer.run_epoch(engine._train_transform(trainer.cell, data), lr=0.0, batch_size=8, mixup_alpha=0.0,
                               contrastive=False, seed_epoch=0, progress=quiet)
         pairs = list(zip(seen[0::2], seen[1::2], strict=True))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pipeline.method import engine
-from pipeline.method.placement import Placement
+from pipeline.method.device import Placement
 from tests.test_engine import data, labels, make_cell  # noqa: F401  (module fixtures)
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -37,9 +37,9 @@ from pipeline.data.datasets import Dataset, Split
 from pipeline.errors import UserError
 from pipeline.method import augment
 from pipeline.method.correction import scaled_alpha
+from pipeline.method.device import Extraction, Placement, extract
 from pipeline.method.evaluate import knn_accuracy, topk_accuracy
 from pipeline.method.models import build_model
-from pipeline.method.placement import Extraction, Placement, extract
 from pipeline.method.selection import (
     SelectionResult,
     confidence_set_quality,
@@ -254,10 +254,7 @@ def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces
         result = _select_and_remove(trainer, ext, preds, protected)
     else:
         result = _no_selection(trainer.in_G)  # Algorithm 1 ends with Eq. 7: G after it is the final G
-    # Every rank computed this from the same gathered f and ŷ; rank 0's result is made everyone's
-    # so no floating-point tie can let the ranks' G drift apart.
-    trainer.labels = distributed.broadcast_array(trainer.labels)
-    trainer.set_confidence_set(distributed.broadcast_array(result.in_G))
+    trainer.end_round(result.in_G)
     time_lof = time.perf_counter() - start
     start = time.perf_counter()
     _write_trace(trainer, labels, ext, result, flipped, traces)
@@ -329,7 +326,7 @@ def _class_keep(trainer: Trainer, ext: Extraction) -> float | np.ndarray:
     if trainer.class_keep is None:
         shares = gmm_clean_share(_losses(ext, trainer.labels), trainer.labels, trainer.data.num_classes,
                                  seed=trainer.cell.runtime.seed)
-        trainer.class_keep = distributed.broadcast_array(shares)
+        trainer.hold_class_keep(shares)
         log.info("min_class_keep auto: each class keeps at least %s of its labelled samples",
                  np.round(trainer.class_keep, 2).tolist())
     return trainer.class_keep

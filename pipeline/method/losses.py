@@ -1,6 +1,6 @@
 """Cross-entropy with mixup on the confidence set G (paper Eq. 5).
 
-The training loss of Eq. 6 is composed by the engine, not here::
+The training loss of Eq. 6 is composed by the `Trainer` (`trainer.py`), not here::
 
     L = L_CE + lambda_lcl * L_LCL
 
@@ -8,7 +8,7 @@ with L_CE = `classification_loss(logits_of_mixed_batch, labels, K, mixed_targets
 where `(x_mixed, t, lam) = mixup(x, one_hot(labels), mixup_alpha, generator)`, and L_LCL =
 `pipeline.method.contrastive.local_supcon_loss` with the *mixed* query view's projection
 against the unmixed key views and the queue, counted once per label of the mix and weighted
-by lam and 1 - lam (Sel-CL's form; the engine's `Trainer._contrastive`). Both terms are
+by lam and 1 - lam (Sel-CL's form; `Trainer._contrastive`). Both terms are
 batch means over samples of G only; `lambda_lcl` is 1 in the paper (Eq. 6 has no
 weight) and is kept as a parameter for the ablation of Table 3 (CL switched off).
 

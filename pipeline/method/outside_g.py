@@ -1,6 +1,6 @@
 """Losses on the samples outside the confidence set (Ḡ), which the paper's Eq. 6 leaves unused.
 
-Two variants, each a pure function of logits and labels (the engine draws the batches):
+Two variants, each a pure function of logits and labels (`Trainer._unlabelled_batches` draws the batches):
 
 * FixMatch (Sohn et al., NeurIPS 2020; as DivideMix/FixMatch repositories use unlabelled
   data): the argmax of a weak view is the target for a strong view of the same image, where

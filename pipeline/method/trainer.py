@@ -32,10 +32,10 @@ from pipeline.method.contrastive import (
     momentum_update,
 )
 from pipeline.method.correction import correct_labels, init_soft_labels
+from pipeline.method.device import Extraction, Placement, extract
 from pipeline.method.losses import logit_adjustment, mixup, soft_cross_entropy, target_prior
 from pipeline.method.models import build_model
 from pipeline.method.outside_g import estimate_transition, fixmatch_loss, forward_corrected_loss
-from pipeline.method.placement import Extraction, Placement, extract
 from pipeline.runtime import Progress
 
 
@@ -99,8 +99,8 @@ class Trainer:
 
     Every change to that state goes through a method named for what it does: `run_epoch`
     (Eq. 6 on the current G), `correct_labels` (Eq. 7), `set_confidence_set` (Eq. 2-3's
-    result), `include_all`, `begin_phase`, `record`, `restore`. Phase functions below only
-    orchestrate them.
+    result), `end_round`, `hold_class_keep`, `include_all`, `begin_phase`, `record`, `restore`.
+    The phase functions (`engine.py`) only orchestrate them.
     """
 
     def __init__(self, cell: CellConfig, data: Dataset, labels: TrainingLabels, *, lr: float,
@@ -156,6 +156,17 @@ class Trainer:
         """The new G; the queue keeps only keys of its members, under their current labels."""
         self.in_G = np.array(in_G, dtype=bool)  # a copy: never an alias of the caller's mask
         self.queue.refresh(torch.as_tensor(self.in_G), torch.as_tensor(self.labels))
+
+    def end_round(self, in_G: np.ndarray) -> None:
+        """A selection round's outcome: the new G, with rank 0's labels and G made every rank's.
+        Each rank computed them from the same gathered f and ŷ; no floating-point tie may let the
+        ranks' G drift apart."""
+        self.labels = distributed.broadcast_array(self.labels)
+        self.set_confidence_set(distributed.broadcast_array(in_G))
+
+    def hold_class_keep(self, shares: np.ndarray) -> None:
+        """min_class_keep "auto": the per-class floors estimated at the first round, held all run (rank 0's)."""
+        self.class_keep = distributed.broadcast_array(shares)
 
     def keep_self_seed(self, seed: np.ndarray | None) -> None:
         """method.self_seed_keep: the self-picked seed stays in G, labels unchanged, all run (None: not kept)."""

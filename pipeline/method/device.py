@@ -38,7 +38,7 @@ class Placement:
     workers: int = 0
     data_path: str = "loader"  # "resident": images on the device, augmented a batch at a time
     explicit: bool = False  # data_path was asked for by name (not "auto"): no silent fallback
-    eval_batch: int = 512  # extraction and evaluation batch (runtime.eval_batch_size, resolved)
+    eval_batch: int = field(kw_only=True)  # extraction and evaluation batch (runtime.eval_batch_size, resolved)
     _resident: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -48,7 +48,7 @@ class Placement:
         path = runtime.data_path if runtime.data_path != "auto" else ("resident" if cuda else "loader")
         eval_batch = runtime.eval_batch_size if runtime.eval_batch_size != "auto" else (512 if cuda else 64)
         return cls(device, runtime.channels_last and cuda, runtime.amp and cuda, runtime.workers, path,
-                   runtime.data_path != "auto", eval_batch)
+                   runtime.data_path != "auto", eval_batch=eval_batch)
 
     def module(self, model: torch.nn.Module) -> torch.nn.Module:
         model = model.to(self.device)
