@@ -156,7 +156,7 @@ def retrain_timing(setting: str) -> dict:
     (`protocol_v2.py time`, benchmarks/results/protocol_v2_timing.jsonl), so the folds and the
     retrain are timed on one machine; else the CE record's own time, wherever it ran."""
     here = pv2.machine()
-    timed_here = pv2.walls([], pv2.load_timings()).get(("ce", setting, here))
+    timed_here = pv2.latest_ce_rerun(pv2.load_timings(), setting, here)
     return {"wall_s": timed_here, "machine": here} if timed_here else protocol_record("ce", setting)
 
 

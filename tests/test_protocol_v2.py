@@ -79,27 +79,44 @@ def test_table_reports_gaps_wall_ratio_and_missed_targets(bench, tmp_path, monke
     records = [_record("ce", "sym50", 50.0, 1000.0), _record("mtadcs-best", "sym50", 62.5, 1900.0),
                _record("ce", "sym80", 20.0, 1000.0), _record("mtadcs-best", "sym80", 35.0, 2500.0)]
     text = bench.markdown(records)
-    assert "| sym50 | 50.0 | 62.5 | +12.5 | +10 | yes | 1.90 | yes |" in text  # 1900 s against CE's 1000 s
+    assert "| sym50 | 50.0 | 62.5 | +12.5 | +10 | yes | 1.900 | yes |" in text  # 1900 s against CE's 1000 s
     assert "| sym10 | – | – | – | -1 | not run yet |\n" in text  # the seedless targets: no wall target
-    assert "| sym80 | 20.0 | 35.0 | +15.0 | +20 | no | 2.50 | no |" in text
+    assert "| sym80 | 20.0 | 35.0 | +15.0 | +20 | no | 2.500 | no |" in text
     assert "| asym40 | – | – | – | +3 | not run yet | – | – |" in text
-    assert "| 2.50 | abc |" in text  # wall / CE at sym 80 %
+    assert "| 2.500 | abc |" in text  # wall / CE at sym 80 %
     elsewhere = [*records[:3], {**records[3], "machine": "faster"}]
     assert "| – | abc |" in bench.markdown(elsewhere)  # CE never timed on that machine: no ratio
     timed = [{"method": "ce", "setting": "sym80", "wall_s": 500.0, "machine": "faster"}]
-    assert "| 5.00 | abc |" in bench.markdown(elsewhere, timed)  # 2500 s against CE's 500 s there
+    assert "| 5.000 | abc |" in bench.markdown(elsewhere, timed)  # 2500 s against CE's 500 s there
     rerun = [*timed, {"method": "mtadcs-best", "setting": "sym80", "wall_s": 900.0, "machine": "faster"}]
-    assert "| 1.80 | abc |" in bench.markdown(elsewhere, rerun)  # both rerun there: 900 s against 500 s
-    copy = [*records[:3], {**records[3], "method": "mtadcs-best-v3"},
-            {**records[3], "same_run_as": "mtadcs-best-v3", "machine": "elsewhere"}]
-    rerun_of_original = [{**t, "method": "mtadcs-best-v3"} if t["method"] != "ce" else t for t in rerun]
-    assert "| sym80 | 20.0 | 35.0 | +15.0 | +20 | no | 1.80 | yes |" in bench.markdown(copy, rerun_of_original)
-    copied_rerun = [{**t, "method": "mtadcs-best"} if t["method"] != "ce" else t for t in rerun]
-    assert "| sym80 | mtadcs-best-v3 |" in (table := bench.markdown(copy, copied_rerun))
-    assert [line for line in table.splitlines() if "| sym80 | mtadcs-best-v3 |" in line][0].endswith("| 1.80 | abc |")
+    assert "| 1.800 | abc |" in bench.markdown(elsewhere, rerun)  # both rerun there: 900 s against 500 s
     monkeypatch.setattr(bench, "RESULTS", tmp_path / "protocol_v2")
     bench.write_table(records)
     assert (tmp_path / "protocol_v2.png").stat().st_size > 0 and (tmp_path / "protocol_v2.md").exists()
+
+
+def test_wall_ratio_pairs_one_code_with_one_code_and_a_run_with_its_copies(bench) -> None:
+    """A record pairs with CE's wall dated no later on its machine; a rerun with CE's rerun made
+    before it there. A copy (`same_run_as`) and the run it copies share their reruns, whichever
+    name the rerun was made under (`configuration_of`), and a stale copy's record never wins."""
+    day1, day2 = {"machine": "m", "date": "2026-11-30"}, {"machine": "m", "date": "2026-12-01"}
+    run = _record("mtadcs-best-v3", "asym40", 66.9, 627.0) | day1
+    copy = run | {"method": "mtadcs-best", "same_run_as": "mtadcs-best-v3"}
+    older = _record("mtadcs-best-v2", "asym40", 62.4, 738.0) | day1
+    timings = [{"method": "ce", "setting": "asym40", "wall_s": 378.0} | day1,
+               {"method": "ce", "setting": "asym40", "wall_s": 350.0} | day2,  # faster code
+               {"method": "mtadcs-best", "configuration_of": "mtadcs-best-v3", "setting": "asym40",
+                "wall_s": 613.0} | day2]
+    records = [run, older, copy]
+    assert bench.wall_ratio(older, records, timings) == pytest.approx(738 / 378)  # not over the faster CE
+    for row in (run, copy):
+        assert bench.wall_ratio(row, records, timings) == pytest.approx(613 / 350)
+    assert bench.wall_ratio(run, records, timings[:2]) == pytest.approx(627 / 378)  # no rerun: the record
+    rerun_first = [timings[2], *timings[:2]]  # a rerun with no CE rerun before it does not count
+    assert bench.wall_ratio(run, records, rerun_first) == pytest.approx(627 / 378)
+    renamed = [*timings[:2], timings[2] | {"method": "mtadcs-best-v3"}]
+    assert bench.wall_ratio(copy, records, renamed) == pytest.approx(613 / 350)
+    assert bench.wall_ratio(_record("ce", "asym40", 66.8, 1893.0), records, timings) == 1.0
 
 
 def test_table_shows_what_each_ablated_switch_adds(bench, monkeypatch) -> None:
@@ -278,6 +295,21 @@ def test_a_reused_result_is_taken_from_a_run_of_its_own_and_names_that_runs_dire
     reused = next(r for r in bench.load_records(tmp_path / "protocol_v2.json") if r["method"] == "mtadcs-best")
     assert (reused["top1"], reused["same_run_as"]) == (67.0, "ablation:best-without-removal")
     assert bench.run_dir_name(reused) == "ablation-best-without-removal-sym50"
+
+
+def test_a_timing_names_the_run_whose_configuration_it_times(bench, npz, tmp_path, monkeypatch) -> None:
+    """`time` of mtadcs-best, whose record is a copy of another run, is a timing of that run."""
+    monkeypatch.setattr(bench, "RESULTS", tmp_path / "protocol_v2")
+    result = {"wall_s": 5.0, "s_per_step": 0.1, "steps": 2000, "top1": 50.0}
+    monkeypatch.setattr(bench, "run_cell", lambda *a, **k: result)
+    best = bench.make_cell(bench.BEST, "mtadcs-best-sym50", npz, "sym50")
+    run = _record("mtadcs-best-v3", "sym50", 67.0, 10.0) | {"config_id": bench.config_id(best)}
+    copy = run | {"method": "mtadcs-best", "same_run_as": "mtadcs-best-v3"}
+    bench.save_records(tmp_path / "protocol_v2.json", [copy, run])
+    args = type("Args", (), {"methods": ["mtadcs-best", "ce"], "settings": ["sym50"], "data": npz, "dir": tmp_path})()
+    bench.command_time(args)
+    lines = bench.load_timings()
+    assert [(t["method"], t["configuration_of"]) for t in lines] == [("mtadcs-best", "mtadcs-best-v3"), ("ce", "ce")]
 
 
 def test_a_tuning_trial_at_another_budget_is_another_record(bench, npz, tmp_path, monkeypatch) -> None:
