@@ -301,6 +301,12 @@ TRIALS = {
     "seedless-late-plain": {"noise": {"init": "all"}, "optim": {"warmup_epochs": 38},
                             "method": {"contrastive": False, "mixup": False, "label_correction": False},
                             "finetune": {"mixup_alpha": 0.0}},
+    # The seedless set with the regularisers the seeded sets keep: mixup (a mix of two noisy
+    # labels weighs each by its share, Zhang et al. 2018), and mixup with Eq. 4 on G.
+    "seedless-mixup": {**SEEDLESS, "method": {**SEEDLESS["method"], "mixup": True},
+                       "finetune": {"mixup_alpha": 1.0}},
+    "seedless-mixup-contrastive": {**SEEDLESS, "method": {**SEEDLESS["method"], "mixup": True, "contrastive": True},
+                                   "finetune": {"mixup_alpha": 1.0}},
 }
 
 
