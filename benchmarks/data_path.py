@@ -74,7 +74,7 @@ def one_round(trainer: Trainer, views, args: argparse.Namespace, epoch: int) -> 
         stats = trainer.run_epoch(views, lr=0.05, batch_size=args.batch, mixup_alpha=1.0, contrastive=True,
                                   seed_epoch=epoch, progress=quiet, iters=args.steps)
     start = time.perf_counter()
-    trainer.extract(trainer.data.train, trainer.place.eval_batch)
+    trainer.extract(trainer.data.train)
     extract_s = time.perf_counter() - start
     images = stats["steps"] * args.batch
     return {"train_s": stats["time_train"], "augment_s": stats["time_data"],

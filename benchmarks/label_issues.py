@@ -147,7 +147,7 @@ def train_fold(cell, data: Dataset, labels: TrainingLabels, train_rows: np.ndarr
     fp = digest(cell.model_dump(mode="json"), {"rows": train.tolist()}, *[CODE_ROOT / n for n in TRAINING_CODE])
     trainer = engine.run_warmup(cell, fold_data, fold_labels, out, fingerprint=fp, on_epoch=clock.save)
     held = subset(data.train, np.flatnonzero(~train_rows))
-    logits = trainer.extract(held, trainer.place.eval_batch).logits
+    logits = trainer.extract(held).logits
     return torch.softmax(logits, dim=1).numpy()
 
 

@@ -392,7 +392,7 @@ def test_trace_features_are_float16_and_match_the_model(run_a, data) -> None:
         feats = trace_store.read_features(out / "epochs", epoch)
         assert feats.dtype == np.float16 and feats.shape == (N_TRAIN, 8 * WIDTH)
         np.testing.assert_allclose(np.linalg.norm(feats.astype(np.float32), axis=1), 1.0, atol=2e-3)
-    final = trainer.extract(data.train, 64).features
+    final = trainer.extract(data.train).features
     np.testing.assert_array_equal(trace_store.read_features(out / "epochs", T_MAX), final.astype(np.float16))
     assert not np.array_equal(trace_store.read_features(out / "epochs", T_P), trace_store.read_features(out / "epochs", T_MAX))
 
@@ -556,7 +556,7 @@ def test_trainer_moves_the_key_encoder_with_the_scaled_momentum(monkeypatch, dat
 
 def test_ema_extraction_leaves_the_key_encoder_in_train_mode(data, labels) -> None:
     trainer = Trainer(make_cell(), data, labels, lr=0.1, momentum=0.9, weight_decay=0.0, key_encoder=True)
-    trainer.extract(data.train, 64, ema=True)
+    trainer.extract(data.train, ema=True)
     assert trainer.key_model.training
 
 

@@ -94,7 +94,7 @@ def _quality(trainer: Trainer, clean: np.ndarray | None) -> dict:
 
 def _test_top1(trainer: Trainer) -> float:
     name, split = next(iter(trainer.data.tests.items()))
-    out = trainer.extract(split, trainer.place.eval_batch)
+    out = trainer.extract(split)
     return topk_accuracy(out.logits, torch.as_tensor(split.labels), ks=(1,))["top1"]
 
 
@@ -268,7 +268,7 @@ def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces
 
 def _extract_for_selection(trainer: Trainer, progress: Progress) -> Extraction:
     """f, z and logits over S from the model that selects (the student, or its EMA copy)."""
-    return trainer.extract(trainer.data.train, trainer.place.eval_batch, progress,
+    return trainer.extract(trainer.data.train, progress,
                            ema=trainer.cell.method.selection_model == "ema")
 
 

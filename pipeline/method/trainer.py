@@ -390,11 +390,11 @@ class Trainer:
         self.queue.enqueue(keys, y_all, pos)
         return loss
 
-    def extract(self, split: Split, batch_size: int, progress: Progress | None = None, *,
-                ema: bool = False) -> Extraction:
-        """Features and logits of the model, or with `ema` of its momentum (key) encoder."""
+    def extract(self, split: Split, progress: Progress | None = None, *, ema: bool = False) -> Extraction:
+        """Features and logits of the model, or with `ema` of its momentum (key) encoder, at the
+        run's extraction batch (`runtime.eval_batch_size`, resolved by the placement)."""
         model = self.key_model if ema else self.model
-        return extract(model, split, self.data, self.place, batch_size, progress)
+        return extract(model, split, self.data, self.place, self.place.eval_batch, progress)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def save(self, path: Path, phase: str, fingerprint: str) -> None:
