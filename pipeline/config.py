@@ -183,6 +183,12 @@ class MethodConfig(Section):
     # truly imbalanced in the data: under asymmetric noise the delivered shares carry the flips
     # (asym 40 %: deer 0.6x, horse 1.4x), so it would teach the flipped classes less; use "uniform".
     logit_adjustment: Literal["none", "uniform", "given"] = "none"
+    # The classification loss on G (L_CE of Eq. 5, with mixup's soft targets): "ce", the paper's
+    # cross-entropy, or "gce", the generalized cross-entropy (Zhang & Sabuncu, NeurIPS 2018) with
+    # exponent gce_q (0.7, its paper's CIFAR value): CE's gradient scaled by p(label) ** q, so
+    # the samples the model finds unlikely pull less; for runs where G stays noisy (no verified seed).
+    classification_loss: Literal["ce", "gce"] = "ce"
+    gce_q: float = Field(0.7, gt=0.0, le=1.0)
     removal_max_prob: float = Field(1.0, gt=0.0, le=1.0)
     # Without a verified seed: after the warm-up on S, G restarts from the k samples of each label
     # that the warm-up model gives the highest probability for that label (a seed the model picks

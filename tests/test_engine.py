@@ -671,15 +671,15 @@ def test_logit_adjustment_shifts_the_logits_of_the_classification_loss_by_the_ep
     drawn = labels.given[in_G]
     expected = np.log(np.bincount(drawn, minlength=K) / len(drawn)) - np.log(1 / K)
     assert expected.max() - expected.min() > 0.5  # the case needs unequal shares
-    real_ce = learner.soft_cross_entropy
+    real_loss = learner.soft_classification_loss
     for kind in ("none", "uniform"):
         trainer = Trainer(make_cell(method={"logit_adjustment": kind, "mixup": False}), data, labels, lr=0.0,
                                  momentum=0.0, weight_decay=0.0, key_encoder=True)
         trainer.set_confidence_set(in_G)
         forward, seen = trainer.forward, []
         monkeypatch.setattr(trainer, "forward", lambda x, forward=forward, seen=seen: seen.append(forward(x)) or seen[-1])
-        monkeypatch.setattr(learner, "soft_cross_entropy",
-                            lambda logits, targets, seen=seen: seen.append(logits) or real_ce(logits, targets))
+        monkeypatch.setattr(learner, "soft_classification_loss",
+                            lambda logits, targets, *how, seen=seen: seen.append(logits) or real_loss(logits, targets, *how))
         with Progress(False, "", 0) as quiet:
             trainer.run_epoch(engine._train_transform(trainer.cell, data), lr=0.0, batch_size=8, mixup_alpha=0.0,
                               contrastive=False, seed_epoch=0, progress=quiet)
@@ -689,6 +689,20 @@ def test_logit_adjustment_shifts_the_logits_of_the_classification_loss_by_the_ep
             difference = (loss_logits - out.logits.float()).detach().numpy()
             want = expected if kind == "uniform" else np.zeros(K)
             np.testing.assert_allclose(difference, np.broadcast_to(want, difference.shape), atol=1e-5)
+
+
+def test_classification_loss_gce_trains_every_step_with_the_generalized_cross_entropy(monkeypatch, data, labels) -> None:
+    """method.classification_loss and gce_q reach each step's loss on G (the paper's CE otherwise)."""
+    calls = []
+    real_loss = learner.soft_classification_loss
+    monkeypatch.setattr(learner, "soft_classification_loss",
+                        lambda logits, targets, kind, q: calls.append((kind, q)) or real_loss(logits, targets, kind, q))
+    trainer = Trainer(make_cell(method={"classification_loss": "gce", "gce_q": 0.5}), data, labels, lr=0.0,
+                      momentum=0.0, weight_decay=0.0, key_encoder=False)
+    with Progress(False, "", 0) as quiet:
+        stats = trainer.run_epoch(engine._train_transform(trainer.cell, data), lr=0.0, batch_size=8, mixup_alpha=1.0,
+                                  contrastive=False, seed_epoch=0, progress=quiet)
+    assert len(calls) == stats["steps"] >= 2 and set(calls) == {("gce", 0.5)}
 
 
 def test_warmup_on_all_trains_on_S_then_selection_starts_from_the_seed(tmp_path, data, labels) -> None:

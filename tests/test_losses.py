@@ -1,4 +1,4 @@
-"""Mixup and the (soft) cross-entropy of Eq. 5."""
+"""Mixup and the (soft) classification losses of Eq. 5: cross-entropy and generalized cross-entropy."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import torch.nn.functional as F
 
 from pipeline.method.losses import (
     classification_loss,
+    generalized_cross_entropy,
     logit_adjustment,
     mixup,
     sample_mixup_lambda,
+    soft_classification_loss,
     soft_cross_entropy,
     target_prior,
 )
@@ -49,6 +51,59 @@ def test_soft_ce_is_stable_for_large_logits() -> None:
     loss = soft_cross_entropy(logits, torch.tensor([[0.5, 0.5, 0.0]]))
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+
+
+def test_gce_at_q_one_is_the_mean_absolute_error() -> None:
+    logits = torch.randn(8, K) * 2
+    labels = torch.randint(0, K, (8,))
+    p_label = torch.softmax(logits, 1)[torch.arange(8), labels]
+    torch.testing.assert_close(generalized_cross_entropy(logits, F.one_hot(labels, K).float(), 1.0),
+                               (1 - p_label).mean())
+
+
+def test_gce_tends_to_cross_entropy_as_q_goes_to_zero() -> None:
+    logits = torch.randn(8, K) * 2
+    labels = torch.randint(0, K, (8,))
+    gce = generalized_cross_entropy(logits, F.one_hot(labels, K).float(), 1e-5)
+    torch.testing.assert_close(gce, F.cross_entropy(logits, labels), rtol=1e-3, atol=1e-3)
+
+
+def test_gce_gradient_is_the_ce_gradient_scaled_by_p_label_to_the_q() -> None:
+    """What makes it robust: a sample whose label the model finds unlikely pulls less."""
+    q = 0.7
+    logits = (torch.randn(6, K) * 2).requires_grad_()
+    labels = torch.randint(0, K, (6,))
+    # Sum over the batch (x 6): per-sample gradients, not the mean's.
+    (6 * generalized_cross_entropy(logits, F.one_hot(labels, K).float(), q)).backward()
+    probs = torch.softmax(logits.detach(), 1)
+    ce_grad = probs - F.one_hot(labels, K).float()
+    expected = ce_grad * probs[torch.arange(6), labels][:, None] ** q
+    torch.testing.assert_close(logits.grad, expected)
+
+
+def test_gce_of_a_mixed_target_weighs_the_two_labels_by_lambda() -> None:
+    logits = torch.randn(4, K)
+    a, b = F.one_hot(torch.tensor([0, 1, 2, 3]), K).float(), F.one_hot(torch.tensor([4, 3, 2, 1]), K).float()
+    lam = 0.7
+    mixed = generalized_cross_entropy(logits, lam * a + (1 - lam) * b, 0.7)
+    parts = lam * generalized_cross_entropy(logits, a, 0.7) + (1 - lam) * generalized_cross_entropy(logits, b, 0.7)
+    torch.testing.assert_close(mixed, parts)
+
+
+def test_gce_is_stable_for_large_logits() -> None:
+    logits = torch.tensor([[1000.0, -1000.0, 0.0]], requires_grad=True)
+    loss = generalized_cross_entropy(logits, torch.tensor([[0.0, 1.0, 0.0]]), 0.7)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+
+
+def test_soft_classification_loss_picks_the_configured_loss() -> None:
+    logits, targets = torch.randn(8, K), torch.softmax(torch.randn(8, K), 1)
+    torch.testing.assert_close(soft_classification_loss(logits, targets, "ce"), soft_cross_entropy(logits, targets))
+    torch.testing.assert_close(soft_classification_loss(logits, targets, "gce", 0.5),
+                               generalized_cross_entropy(logits, targets, 0.5))
+    with pytest.raises(ValueError, match="classification loss"):
+        soft_classification_loss(logits, targets, "mae")
 
 
 def test_mixup_alpha_zero_is_identity() -> None:

@@ -89,6 +89,33 @@ def soft_cross_entropy(logits: Tensor, soft_targets: Tensor) -> Tensor:
     return -(soft_targets.float() * log_p).sum(dim=1).mean()
 
 
+def generalized_cross_entropy(logits: Tensor, soft_targets: Tensor, q: float) -> Tensor:
+    """Batch mean of sum_k p_k (1 - softmax(logits)_k ** q) / q: the generalized cross-entropy
+    of Zhang & Sabuncu (NeurIPS 2018), against soft targets (a mixed pair counts each label by
+    its weight). q -> 0 gives cross-entropy, q = 1 the mean absolute error, which a wrong label
+    cannot pull as hard: its gradient is CE's scaled by p_label ** q, so samples the model finds
+    unlikely (under symmetric noise, mostly the mislabelled ones) count less.
+
+    Computed in float32 so it stays accurate under autocast.
+    """
+    if logits.shape != soft_targets.shape:
+        raise ValueError(
+            f"logits and soft targets differ in shape: {tuple(logits.shape)} vs {tuple(soft_targets.shape)}"
+        )
+    p_q = torch.exp(q * F.log_softmax(logits.float(), dim=1))  # p ** q without a 0 ** q gradient
+    return (soft_targets.float() * (1.0 - p_q) / q).sum(dim=1).mean()
+
+
+def soft_classification_loss(logits: Tensor, soft_targets: Tensor, kind: str = "ce", q: float = 0.7) -> Tensor:
+    """L_CE of Eq. 5 against soft targets: cross-entropy ("ce", the paper) or the generalized
+    cross-entropy ("gce", `method.classification_loss`) with exponent q."""
+    if kind == "ce":
+        return soft_cross_entropy(logits, soft_targets)
+    if kind == "gce":
+        return generalized_cross_entropy(logits, soft_targets, q)
+    raise ValueError(f"classification loss {kind!r}: expected 'ce' or 'gce'")
+
+
 def classification_loss(
     logits: Tensor,
     labels: Tensor,

@@ -33,7 +33,7 @@ from pipeline.method.contrastive import (
 )
 from pipeline.method.correction import correct_labels, init_soft_labels
 from pipeline.method.device import Extraction, Placement, extract
-from pipeline.method.losses import logit_adjustment, mixup, soft_cross_entropy, target_prior
+from pipeline.method.losses import logit_adjustment, mixup, soft_classification_loss, target_prior
 from pipeline.method.models import build_model
 from pipeline.method.outside_g import estimate_transition, fixmatch_loss, forward_corrected_loss
 from pipeline.runtime import Progress
@@ -335,7 +335,8 @@ class Trainer:
         with self.place.autocast():
             out = self.forward(x_in)
             logits = out.logits.float()
-            loss_ce = soft_cross_entropy(logits[:b] if shift is None else logits[:b] + shift, targets)
+            loss_ce = soft_classification_loss(logits[:b] if shift is None else logits[:b] + shift, targets,
+                                               self.cell.method.classification_loss, self.cell.method.gce_q)
             loss_lcl = torch.zeros((), device=self.device)
             if contrastive:
                 loss_lcl = self._contrastive(out.projection[:b].float(), key_view, y, pos, lam, perm)
