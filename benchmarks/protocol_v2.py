@@ -573,12 +573,18 @@ def _computed(cell: CellConfig) -> dict:
     return dump
 
 
-def config_ids(cell: CellConfig) -> set[str]:
+def config_ids(cell: CellConfig) -> frozenset[str]:
     """The cell's config_id under today's schema and under each older one: without any of the
     ADDED_FIELDS that the cell leaves at their earlier behaviour (a field it sets otherwise is a
     configuration no older record can have run), and with the RUN_ONLY_FIELDS at the values
-    the records made before they left the id were hashed with."""
-    today = _computed(cell)
+    the records made before they left the id were hashed with. Computed once per configuration:
+    the older schemas number 2 ** len(ADDED_FIELDS), and `record_of` asks for every record."""
+    return _config_ids(json.dumps(_computed(cell), sort_keys=True))
+
+
+@functools.lru_cache(maxsize=256)
+def _config_ids(computed_json: str) -> frozenset[str]:
+    today = json.loads(computed_json)
     before = copy.deepcopy(today)
     for (section, key), old in RUN_ONLY_FIELDS.items():
         before[section][key] = old
@@ -587,11 +593,11 @@ def config_ids(cell: CellConfig) -> set[str]:
         droppable = [(section, key) for (section, key), old in ADDED_FIELDS.items() if dump[section][key] == old]
         for n in range(len(droppable) + 1):
             for dropped in itertools.combinations(droppable, n):
-                older = copy.deepcopy(dump)
+                older = {section: dict(values) for section, values in dump.items()}  # the sections are flat
                 for section, key in dropped:
                     del older[section][key]
                 ids.add(_digest(older))
-    return ids
+    return frozenset(ids)
 
 
 def _digest(dump: dict) -> str:

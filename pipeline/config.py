@@ -246,6 +246,10 @@ class MethodConfig(Section):
         if self.self_seed_per_class and not self.confidence_set:
             raise ValueError("method.self_seed_per_class needs confidence_set on: without it G is all of S or "
                              "rebuilt every epoch, so a seed would be the whole training set or thrown away")
+        if self.classification_loss == "gce" and self.logit_adjustment != "none":
+            raise ValueError("method.logit_adjustment needs classification_loss 'ce': its shift gives the target prior "
+                             "only where the loss is minimised at softmax = p(y | x), which GCE is not "
+                             "(at q = 0.7 about 30 % of the shift would act)")
         if self.semi_supervised == "forward" and self.warmup_set != "all":
             raise ValueError("method.semi_supervised 'forward' needs warmup_set 'all': the transition matrix is "
                              "read off a model trained on the noisy labels")

@@ -19,6 +19,8 @@ def cell(**sections: dict):
     ({"method": {"min_class_keep": 1.5}}, "must be 'auto' or lie in"),
     ({"optim": {"iters_per_epoch": 0}}, "iters_per_epoch"),
     ({"runtime": {"eval_batch_size": 0}}, "must be 'auto' or a batch"),
+    ({"method": {"classification_loss": "gce", "logit_adjustment": "uniform"}}, "logit_adjustment needs"),
+    ({"method": {"gce_q": 0.0}}, "gce_q"),
 ])
 def test_settings_that_would_be_ignored_or_invalid_stop_with_one_line(sections: dict, message: str) -> None:
     with pytest.raises(UserError, match=message):
@@ -30,6 +32,7 @@ def test_valid_variant_settings_resolve() -> None:
     assert (c.optim.iters_per_epoch, c.method.moco_momentum, c.method.lof_reference) == ("S", 0.99, "G")
     assert cell(optim={"iters_per_epoch": 40}).optim.iters_per_epoch == 40
     assert cell(method={"min_class_keep": "auto"}).method.min_class_keep == "auto"
+    assert cell(method={"classification_loss": "gce", "gce_q": 1.0}).method.classification_loss == "gce"
 
 
 def test_identity_of_a_real_noise_cell_has_no_rate() -> None:

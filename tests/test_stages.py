@@ -97,3 +97,6 @@ def test_the_switch_set_tag_names_the_papers_row_and_each_variant_turned_on(tmp_
                     method={"self_seed_per_class": 100, "self_seed_keep": True, "logit_adjustment": "uniform"})
     assert switch_set(kept.cell) == ("MTaDCS (full) (self_seed_per_class=100, self_seed_keep=True, "
                                      "logit_adjustment=uniform, init=all)")
+    robust = _context(tmp_path, {"dataset": "digits"}, {"kind": "sym", "rate": 0.5},
+                      method={"classification_loss": "gce"})
+    assert switch_set(robust.cell) == "MTaDCS (full) (classification_loss=gce, gce_q=0.7)"

@@ -368,7 +368,7 @@ def _write_trace(trainer: Trainer, labels: TrainingLabels, ext: Extraction, resu
 def run_finetune(cell: CellConfig, data: Dataset, labels: TrainingLabels, train_checkpoint: str | Path,
                  out_dir: str | Path, *, fingerprint: str = "", on_epoch: EpochCallback | None = None) -> Trainer:
     """Fine-tune on the final G with weak augmentation and mixup CE (the '+' rows of Table 2a),
-    logit-adjusted as the MTaDCS epochs are when method.logit_adjustment is set."""
+    with the MTaDCS epochs' classification loss (method.classification_loss, logit_adjustment)."""
     out_dir = Path(out_dir)
     f = cell.finetune
     trainer = Trainer(cell, data, labels, lr=f.lr, momentum=f.momentum, weight_decay=f.weight_decay,

@@ -4,7 +4,8 @@ The training loss of Eq. 6 is composed by the `Trainer` (`trainer.py`), not here
 
     L = L_CE + lambda_lcl * L_LCL
 
-with L_CE = `classification_loss(logits_of_mixed_batch, labels, K, mixed_targets=t)`
+with L_CE = `soft_classification_loss(logits_of_mixed_batch, t, kind, q)` (cross-entropy, the
+paper's, or the generalized cross-entropy of `method.classification_loss`)
 where `(x_mixed, t, lam) = mixup(x, one_hot(labels), mixup_alpha, generator)`, and L_LCL =
 `pipeline.method.contrastive.local_supcon_loss` with the *mixed* query view's projection
 against the unmixed key views and the queue, counted once per label of the mix and weighted
@@ -92,9 +93,9 @@ def soft_cross_entropy(logits: Tensor, soft_targets: Tensor) -> Tensor:
 def generalized_cross_entropy(logits: Tensor, soft_targets: Tensor, q: float) -> Tensor:
     """Batch mean of sum_k p_k (1 - softmax(logits)_k ** q) / q: the generalized cross-entropy
     of Zhang & Sabuncu (NeurIPS 2018), against soft targets (a mixed pair counts each label by
-    its weight). q -> 0 gives cross-entropy, q = 1 the mean absolute error, which a wrong label
-    cannot pull as hard: its gradient is CE's scaled by p_label ** q, so samples the model finds
-    unlikely (under symmetric noise, mostly the mislabelled ones) count less.
+    its weight). q -> 0 gives cross-entropy, q = 1 the mean absolute error (halved). For a one-hot
+    target its gradient is CE's scaled by p_label ** q, so samples the model finds unlikely
+    (under symmetric noise, mostly the mislabelled ones) pull less.
 
     Computed in float32 so it stays accurate under autocast.
     """
@@ -102,8 +103,9 @@ def generalized_cross_entropy(logits: Tensor, soft_targets: Tensor, q: float) ->
         raise ValueError(
             f"logits and soft targets differ in shape: {tuple(logits.shape)} vs {tuple(soft_targets.shape)}"
         )
-    p_q = torch.exp(q * F.log_softmax(logits.float(), dim=1))  # p ** q without a 0 ** q gradient
-    return (soft_targets.float() * (1.0 - p_q) / q).sum(dim=1).mean()
+    # 1 - p ** q as -expm1(q log p): no 0 ** q gradient, and no cancellation where p ** q is near 1
+    one_minus_p_q = -torch.expm1(q * F.log_softmax(logits.float(), dim=1))
+    return (soft_targets.float() * one_minus_p_q / q).sum(dim=1).mean()
 
 
 def soft_classification_loss(logits: Tensor, soft_targets: Tensor, kind: str = "ce", q: float = 0.7) -> Tensor:

@@ -208,8 +208,9 @@ class Trainer:
     def run_epoch(self, transform, *, lr: float, batch_size: int, mixup_alpha: float, contrastive: bool,
                   seed_epoch: int, progress: Progress, iters: str | int = "G", class_balanced: bool = False,
                   semi: bool = False) -> dict:
-        """One epoch on G at `lr` with L = L_CE (mixup; logit-adjusted when method.logit_adjustment
-        is set, fine-tuning included) + lambda * L_LCL (Eq. 5, 4, 6): a pass
+        """One epoch on G at `lr` with L = L_CE (mixup; method.classification_loss, cross-entropy
+        or GCE; logit-adjusted when method.logit_adjustment is set; fine-tuning included)
+        + lambda * L_LCL (Eq. 5, 4, 6): a pass
         over G, or the steps `iters` asks for (see `epoch_order`); the epoch counter moves on
         by one. With `semi` and `method.semi_supervised` set, each step adds a loss on a batch
         from outside G (FixMatch's, or the forward-corrected one); the warm-up passes `semi` too,
