@@ -91,6 +91,26 @@ def test_randaugment_round_has_torchvisions_support_and_frequencies() -> None:
     assert all(_outcome_index(outcomes, reference(image)) >= 0 for _ in range(300))
 
 
+def test_randaugment_round_gives_each_image_its_own_drawn_op() -> None:
+    """Distinct images: row i is torchvision's op for row i's drawn (op, sign) applied to image i,
+    so the grouping by op and the gather back put every output in its own row."""
+    x = images(64, seed=6)
+    view = augment.View(SIZE, MEAN, STD, crop="centre", flip=False, randaugment=(1, 9))
+    params = batch_augment.draw(view, 64, torch.Generator().manual_seed(11))
+    out = batch_augment._randaugment_round(x, params.ops[:, 0], params.negative[:, 0], 9)
+    ra = v2.RandAugment(num_ops=1, magnitude=9)
+    for i in range(64):
+        name = batch_augment.OPS[int(params.ops[i, 0])]
+        magnitudes_fn, signed = ra._AUGMENTATION_SPACE[name]
+        table = magnitudes_fn(31, SIZE, SIZE)
+        value = float(table[9]) if table is not None else 0.0
+        if signed and bool(params.negative[i, 0]):
+            value = -value
+        expected = ra._apply_image_or_video_transform(x[i], name, value, interpolation=ra.interpolation, fill=ra._fill)
+        assert torch.equal(out[i], expected), (i, name)
+    assert len(set(params.ops[:, 0].tolist())) > 10  # the batch mixes most of the 14 ops
+
+
 @pytest.mark.parametrize("view", [
     augment.train_view(SIZE, MEAN, STD),
     augment.TwoViews(augment.train_view(SIZE, MEAN, STD)),

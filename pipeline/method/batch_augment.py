@@ -3,11 +3,12 @@ data path): pad-and-crop, horizontal flip and RandAugment, on the device the bat
 
 torchvision's v2 ops take a batch but draw one set of random parameters for all of it, and
 RandAugment picks one op per call. Here every image draws its own parameters, as it does on
-the DataLoader path: the crop offsets gather per-image windows out of the padded batch in one
-indexing operation; the flips are one `where`; RandAugment groups the batch by (op, sign) and
-applies torchvision's own op to each group, so every image gets exactly the output
-`v2.RandAugment` gives when it draws that op (tests/test_batch_augment.py checks the support
-and the frequencies against torchvision on the same images).
+the DataLoader path: the crop offsets and flips become one gather of per-image windows out of
+the padded batch (a flipped window is read right to left); RandAugment sorts the batch by
+(op, sign), applies torchvision's own op once to each contiguous group and gathers the rows
+back, so every image gets exactly the output `v2.RandAugment` gives when it draws that op
+(tests/test_batch_augment.py checks this image by image, and the support and the frequencies
+against torchvision on the same images).
 
 Parameters are drawn for a batch first (`draw`) and applied after (`apply`), so a data-parallel
 run draws them for the global batch and each rank applies its rows: the same images get the
@@ -72,51 +73,57 @@ def draw(view: View, n: int, generator: torch.Generator) -> Params:
 def apply(view: View, images: Tensor, params: Params) -> Tensor:
     """The view of each uint8 (B, 3, S, S) image (already fitted to `view.image_size`) under its
     parameters, as float32 normalised with the view's mean and std."""
-    x = _crop(images, params.offsets.to(images.device), view.image_size // 8 if view.crop == "pad" else 0)
-    if view.flip:
-        x = torch.where(params.flips.to(x.device)[:, None, None, None], x.flip(-1), x)
+    pad = view.image_size // 8 if view.crop == "pad" else 0
+    flips = params.flips.to(images.device) if view.flip else None
+    x = _crop_and_flip(images, params.offsets.to(images.device), pad, flips)
     if view.randaugment:
         for r in range(view.randaugment[0]):
             x = _randaugment_round(x, params.ops[:, r], params.negative[:, r], view.randaugment[1])
-    mean = torch.tensor(view.mean, device=x.device).view(1, -1, 1, 1)
+    # (x / 255 - mean) / std as one multiply-add on the float copy
     std = torch.tensor(view.std, device=x.device).view(1, -1, 1, 1)
-    return (x.float() / 255.0 - mean) / std
+    mean = torch.tensor(view.mean, device=x.device).view(1, -1, 1, 1)
+    return torch.addcmul(-mean / std, x.float(), 1.0 / (255.0 * std))
 
 
-def _crop(images: Tensor, offsets: Tensor, pad: int) -> Tensor:
-    """Per-image `size` windows of the zero-padded batch at `offsets` (RandomCrop's padding fill)."""
-    if pad == 0:
+def _crop_and_flip(images: Tensor, offsets: Tensor, pad: int, flips: Tensor | None) -> Tensor:
+    """Per-image windows of the zero-padded batch at `offsets` (RandomCrop's padding fill), read
+    right to left where `flips` is set: crop and flip in one gather."""
+    if pad == 0 and flips is None:
         return images
     b, c, h, w = images.shape
-    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad)) if pad else images
+    across = torch.arange(w, device=images.device)
+    if flips is not None:
+        across = torch.where(flips[:, None], w - 1 - across, across)  # (B, W)
     rows = (offsets[:, 0, None] + torch.arange(h, device=images.device))[:, None, :, None]
-    cols = (offsets[:, 1, None] + torch.arange(w, device=images.device))[:, None, None, :]
+    cols = (offsets[:, 1, None] + across)[:, None, None, :]
     batch = torch.arange(b, device=images.device)[:, None, None, None]
     channel = torch.arange(c, device=images.device)[None, :, None, None]
     return padded[batch, channel, rows, cols]
 
 
 def _randaugment_round(x: Tensor, ops: Tensor, negative: Tensor, magnitude: int) -> Tensor:
-    """One of RandAugment's num_ops rounds: each image gets its own op, applied group by group."""
-    out = x.clone()
+    """One of RandAugment's num_ops rounds: each image gets its own op. The batch is sorted by
+    (op, sign), each op runs once on its contiguous slice, and one gather puts the rows back."""
     height, width = x.shape[-2:]
     ops, negative = ops.cpu(), negative.cpu()  # the groups are found on the CPU: no device sync per group
-    for op_index, name in enumerate(OPS):
-        magnitudes_fn, signed = _RANDAUGMENT._AUGMENTATION_SPACE[name]
-        table = magnitudes_fn(MAGNITUDE_BINS, height, width)
+    signed = torch.tensor([_RANDAUGMENT._AUGMENTATION_SPACE[name][1] for name in OPS])
+    key = 2 * ops + (negative & signed[ops]).long()  # an unsigned op ignores its drawn sign
+    order = torch.argsort(key, stable=True)
+    counts = torch.bincount(key, minlength=2 * len(OPS)).tolist()
+    grouped = x[order.to(x.device)]
+    pieces, start = [], 0
+    for group, count in enumerate(counts):
+        if count == 0:
+            continue
+        name = OPS[group // 2]
+        table = _RANDAUGMENT._AUGMENTATION_SPACE[name][0](MAGNITUDE_BINS, height, width)
         value = float(table[magnitude]) if table is not None else 0.0
-        for sign in ((False, True) if signed and table is not None else (None,)):
-            members = ops == op_index
-            if sign is not None:
-                members = members & (negative == sign)
-            rows = torch.nonzero(members).squeeze(1)
-            if len(rows) == 0:
-                continue
-            rows = rows.to(x.device)
-            signed_value = -value if sign else value
-            out[rows] = _RANDAUGMENT._apply_image_or_video_transform(
-                x[rows], name, signed_value, interpolation=_RANDAUGMENT.interpolation, fill=_RANDAUGMENT._fill)
-    return out
+        pieces.append(_RANDAUGMENT._apply_image_or_video_transform(
+            grouped[start:start + count], name, -value if group % 2 else value,
+            interpolation=_RANDAUGMENT.interpolation, fill=_RANDAUGMENT._fill))
+        start += count
+    return torch.cat(pieces)[torch.argsort(order).to(x.device)]
 
 
 def batch_views(view, images: Tensor, params):
