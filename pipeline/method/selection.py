@@ -323,41 +323,19 @@ def update_confidence_set(
     """
     labels, preds, in_G = _check_masks(features, labels, preds, in_G, num_classes)
     n = labels.shape[0]
-    scores = np.full(n, np.nan, dtype=np.float32)
-    base = in_G if confidence_set else np.zeros(n, dtype=bool)
     allowed = np.ones(n, dtype=bool) if clean is None else np.asarray(clean, dtype=bool)
     disagrees = preds != labels
     if unsure is not None:
         allowed = allowed & ~np.asarray(unsure, dtype=bool)
         disagrees = disagrees | np.asarray(unsure, dtype=bool)
-    if lof:
-        candidates = (~in_G if confidence_set else np.ones(n, dtype=bool)) & allowed
-        reference = in_G if (lof_reference == "G" and confidence_set) else None
-        selected, scores = select_by_lof(
-            features,
-            labels,
-            preds,
-            candidates,
-            num_classes,
-            n_neighbors=n_neighbors,
-            threshold=threshold,
-            backend=backend,
-            reference=reference,
-        )
-    elif confidence_set:
-        selected = ~in_G & (preds == labels) & allowed
-    else:
-        selected = np.ones(n, dtype=bool)
-    new_G = base | selected
+    selected, scores = _admitted(in_G, features, labels, preds, num_classes, allowed, lof=lof,
+                                 confidence_set=confidence_set, n_neighbors=n_neighbors, threshold=threshold,
+                                 backend=backend, lof_reference=lof_reference)
+    new_G = (in_G if confidence_set else np.zeros(n, dtype=bool)) | selected
     removed = np.zeros(n, dtype=bool)
     if removal and confidence_set:
-        removed = new_G & disagrees
-        if removable is not None:
-            removed &= np.asarray(removable, dtype=bool)
-        if protected is not None:
-            removed &= ~protected
-        if np.any(np.asarray(min_class_keep) > 0):
-            removed = cap_removal_per_class(removed, new_G, labels, num_classes, min_class_keep, label_prob)
+        removed = _removals(new_G & disagrees, new_G, labels, num_classes, removable=removable, protected=protected,
+                            min_class_keep=min_class_keep, label_prob=label_prob)
         new_G = new_G & ~removed
     if min_class_share > 0 and confidence_set:
         if label_prob is None:
@@ -367,6 +345,38 @@ def update_confidence_set(
     if protected is not None:
         new_G = new_G | protected
     return SelectionResult(selected=selected, removed=removed, lof_score=scores, in_G=new_G)
+
+
+def _admitted(in_G: np.ndarray, features: Features, labels: np.ndarray, preds: np.ndarray, num_classes: int,
+              allowed: np.ndarray, *, lof: bool, confidence_set: bool, n_neighbors: int, threshold: float,
+              backend: Backend, lof_reference: str) -> tuple[np.ndarray, np.ndarray]:
+    """Q of :func:`update_confidence_set` (its mode table) and the LOF scores behind it (NaN where
+    none was computed). `allowed` is the further condition on every candidate."""
+    n = labels.shape[0]
+    if lof:
+        candidates = (~in_G if confidence_set else np.ones(n, dtype=bool)) & allowed
+        reference = in_G if (lof_reference == "G" and confidence_set) else None
+        return select_by_lof(features, labels, preds, candidates, num_classes, n_neighbors=n_neighbors,
+                             threshold=threshold, backend=backend, reference=reference)
+    scores = np.full(n, np.nan, dtype=np.float32)
+    if confidence_set:
+        return ~in_G & (preds == labels) & allowed, scores
+    return np.ones(n, dtype=bool), scores
+
+
+def _removals(disagreeing: np.ndarray, in_G: np.ndarray, labels: np.ndarray, num_classes: int, *,
+              removable: np.ndarray | None, protected: np.ndarray | None, min_class_keep: float | np.ndarray,
+              label_prob: np.ndarray | None) -> np.ndarray:
+    """T of Eq. 3: the disagreeing members of G, within what `removable` allows, never the
+    `protected` ones, and capped so each class keeps `min_class_keep` of its samples."""
+    removed = disagreeing.copy()
+    if removable is not None:
+        removed &= np.asarray(removable, dtype=bool)
+    if protected is not None:
+        removed &= ~protected
+    if np.any(np.asarray(min_class_keep) > 0):
+        removed = cap_removal_per_class(removed, in_G, labels, num_classes, min_class_keep, label_prob)
+    return removed
 
 
 def removable_mask(streak: np.ndarray, patience: int, label_prob: np.ndarray | None = None,
