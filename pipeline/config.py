@@ -169,6 +169,18 @@ class MethodConfig(Section):
     # the samples entering the best set's G were mislabelled; an even-odds cut of its final G
     # raised its precision from 93 % to 96 %.
     agreement_min_prob: float = Field(0.0, ge=0.0, lt=1.0)
+    # What "agrees" means for Eq. 2's candidates and Eq. 3's removal: "prediction", the paper's
+    # (the model's argmax is the label, at agreement_min_prob or more), or "posterior": the
+    # probability that the label is right given the image and the label, under the noise's
+    # transition matrix T = p(given | true), is at least posterior_min. T is estimated each
+    # round by the confident joint (Northcutt et al., JAIR 2021) of the selecting model's
+    # probabilities over S; the posterior is p(y|x) T[y,y] / sum_j p(j|x) T[j,y]. Under
+    # symmetric noise it is a per-rate threshold on p(y|x) (at 50 % and posterior_min 0.9:
+    # p(y|x) >= 0.5, agreement_min_prob's even odds); under asymmetric noise a label no other
+    # class is flipped into is right whatever the model predicts, and one that many are flipped
+    # into needs a sure prediction.
+    agreement: Literal["prediction", "posterior"] = "prediction"
+    posterior_min: float = Field(0.9, gt=0.0, lt=1.0)
     # After each selection round, every class of G smaller than this share of the median class's
     # size in G is topped up with the non-members of its label the model finds most likely to
     # carry it (0: off, the paper). For confusions between classes (asymmetric noise), where
@@ -250,6 +262,9 @@ class MethodConfig(Section):
             raise ValueError("method.logit_adjustment needs classification_loss 'ce': its shift gives the target prior "
                              "only where the loss is minimised at softmax = p(y | x), which GCE is not "
                              "(at q = 0.7 about 30 % of the shift would act)")
+        if self.agreement == "posterior" and self.agreement_min_prob > 0:
+            raise ValueError("method.agreement 'posterior' replaces agreement_min_prob's rule: set one of them "
+                             "(posterior_min is the posterior's threshold)")
         if self.semi_supervised == "forward" and self.warmup_set != "all":
             raise ValueError("method.semi_supervised 'forward' needs warmup_set 'all': the transition matrix is "
                              "read off a model trained on the noisy labels")

@@ -138,6 +138,8 @@ def switch_set(cell: CellConfig) -> str:
     variants = [f"{name}={getattr(m, name)}" for name in VARIANT_FIELDS if getattr(m, name) != getattr(default, name)]
     if m.classification_loss == "gce":
         variants.append(f"gce_q={m.gce_q}")
+    if m.agreement == "posterior":
+        variants.append(f"posterior_min={m.posterior_min}")
     if cell.noise.init != type(cell.noise)().init:
         variants.append(f"init={cell.noise.init}")
     return cell_identity(cell).row + (f" ({', '.join(variants)})" if variants else "")
@@ -146,7 +148,7 @@ def switch_set(cell: CellConfig) -> str:
 VARIANT_FIELDS = ("warmup_set", "selection_model", "semi_supervised", "loss_filter", "lof_reference", "lof_space",
                   "removal_patience", "selection_patience", "agreement_min_prob", "min_class_keep", "removal_max_prob",
                   "self_seed_per_class", "self_seed_keep", "min_class_share", "logit_adjustment",
-                  "classification_loss")
+                  "classification_loss", "agreement")
 
 
 @contextlib.contextmanager

@@ -21,6 +21,8 @@ def cell(**sections: dict):
     ({"runtime": {"eval_batch_size": 0}}, "must be 'auto' or a batch"),
     ({"method": {"classification_loss": "gce", "logit_adjustment": "uniform"}}, "logit_adjustment needs"),
     ({"method": {"gce_q": 0.0}}, "gce_q"),
+    ({"method": {"agreement": "posterior", "agreement_min_prob": 0.5}}, "replaces agreement_min_prob"),
+    ({"method": {"posterior_min": 1.0}}, "posterior_min"),
 ])
 def test_settings_that_would_be_ignored_or_invalid_stop_with_one_line(sections: dict, message: str) -> None:
     with pytest.raises(UserError, match=message):

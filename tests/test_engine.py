@@ -29,7 +29,7 @@ from pipeline.data import trace_store
 from pipeline.data.datasets import Dataset, Split
 from pipeline.data.noise import initial_confidence_mask, make_noisy_labels
 from pipeline.errors import UserError
-from pipeline.method import engine
+from pipeline.method import engine, selection
 from pipeline.method import trainer as learner  # the module, beside the tests' `trainer` objects
 from pipeline.method.device import Extraction, Placement
 from pipeline.method.trainer import (
@@ -837,6 +837,23 @@ def test_agreement_min_prob_keeps_only_members_the_model_gives_their_label_that_
         members[name] = opening["in_G"].to_numpy() & ~labels.init_G
     assert (prob[members["paper"]] < q).any()  # the case needs a weak agreement in the paper's G
     assert (prob[members["sure"]] >= q).all()
+
+
+def test_posterior_agreement_keeps_only_members_whose_label_is_likely_right(tmp_path, data, labels, warm) -> None:
+    """method.agreement "posterior": at the opening selection every member of G outside the
+    protected seed has a posterior (under T estimated from the warm-up model's predictions) of
+    at least posterior_min."""
+    q = 0.9
+    probs = engine.extract_checkpoint(make_cell(), data, warm).logits.softmax(1).numpy()
+    k = data.num_classes
+    posterior = selection.label_posterior(probs, labels.given, selection.confident_joint_transition(probs, labels.given, k))
+    with pytest.raises(Interrupted):
+        engine.run_train(make_cell(method={"agreement": "posterior", "posterior_min": q, "label_correction": False}),
+                         data, labels, warm, tmp_path / "posterior", on_epoch=record_then_stop([]))
+    opening = trace_frame(tmp_path / "posterior" / "epochs").query(f"epoch == {T_P}")
+    members = opening["in_G"].to_numpy() & ~labels.init_G
+    assert members.any()  # the check needs members beyond the seed
+    assert (posterior[members] >= q - 1e-3).all()  # extraction batches may differ in the last float bits
 
 
 def test_removal_max_prob_spares_the_members_whose_label_is_not_unlikely(tmp_path, data, labels, warm) -> None:

@@ -9,7 +9,9 @@ import torch
 from pipeline.method.selection import (
     SelectionResult,
     confidence_set_quality,
+    confident_joint_transition,
     gmm_clean_mask,
+    label_posterior,
     lof_scores,
     select_by_lof,
     update_confidence_set,
@@ -464,3 +466,82 @@ def test_class_floor_adds_after_removal_and_records_the_additions_as_selected() 
     assert floored.selected[[9, 10]].all() and floored.removed[8]
     with pytest.raises(ValueError, match="label_prob"):
         update_confidence_set(in_G, features, labels, preds, 3, lof=False, min_class_share=0.5)
+
+
+# ------------------------------------------------------- posterior agreement (method.agreement)
+
+
+def _noisy_probs(seed: int = 0, n: int = 3000, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Labels with 30 % of each class flipped to the next class, and probabilities that favour
+    the true class: a case with a known transition matrix."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, k, n)
+    given = true.copy()
+    flip = rng.random(n) < 0.3
+    given[flip] = (true[flip] + 1) % k
+    logits = rng.normal(size=(n, k))
+    logits[np.arange(n), true] += 2.0
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return probs, given
+
+
+def test_confident_joint_transition_equals_cleanlabs_confident_joint() -> None:
+    """The same counts as cleanlab's compute_confident_joint (uncalibrated; its rows are given
+    labels, ours true classes), normalised to p(given | true), on the same input."""
+    count = pytest.importorskip("cleanlab.count", reason="cleanlab is the [bench] extra")
+    probs, given = _noisy_probs()
+    joint = count.compute_confident_joint(given, probs, calibrate=False).T.astype(float)
+    expected = joint / joint.sum(1, keepdims=True)
+    np.testing.assert_allclose(confident_joint_transition(probs, given, 5), expected)
+
+
+def test_confident_joint_transition_recovers_the_flips_of_sure_predictions() -> None:
+    """With one-hot probabilities of the true class, T is exactly the flip table; a class that
+    no sample is predicted as gets the identity row."""
+    true = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2])
+    given = np.array([0, 0, 0, 1, 1, 1, 0, 0, 2, 2])
+    probs = np.eye(4)[true]
+    T = confident_joint_transition(probs, given, 4)
+    np.testing.assert_allclose(T[0], [0.75, 0.25, 0, 0])
+    np.testing.assert_allclose(T[1], [0.5, 0.5, 0, 0])
+    np.testing.assert_allclose(T[2], [0, 0, 1, 0])
+    np.testing.assert_allclose(T[3], [0, 0, 0, 1])
+
+
+def test_label_posterior_trusts_a_label_no_class_flips_into_and_doubts_a_shared_one() -> None:
+    """Class 0 is flipped into class 1 (40 %), nothing into class 0: a sample labelled 0 is
+    right whatever the model predicts; one labelled 1 is right with p(1) / (p(1) + 0.4 p(0))."""
+    T = np.array([[0.6, 0.4], [0.0, 1.0]])
+    probs = np.array([[0.1, 0.9], [0.5, 0.5], [0.5, 0.5]])
+    post = label_posterior(probs, np.array([0, 1, 0]), T)
+    np.testing.assert_allclose(post, [1.0, 0.5 / (0.5 + 0.2), 1.0])
+
+
+def test_label_posterior_under_symmetric_noise_is_a_threshold_on_the_label_probability() -> None:
+    """At 50 % symmetric noise over 10 classes (T: 0.5 on the diagonal, 0.5/9 elsewhere) the
+    posterior reaches 0.9 exactly where p(label) reaches 0.5."""
+    k = 10
+    T = np.full((k, k), 0.5 / (k - 1)) + np.eye(k) * (0.5 - 0.5 / (k - 1))
+    p_label = np.array([0.3, 0.49, 0.51, 0.8])
+    probs = np.tile(((1 - p_label) / (k - 1))[:, None], (1, k))
+    probs[:, 0] = p_label
+    post = label_posterior(probs, np.zeros(4, dtype=int), T)
+    np.testing.assert_array_equal(post >= 0.9, p_label >= 0.5)
+
+
+def test_update_with_agrees_admits_and_removes_by_that_mask_not_by_the_prediction(epoch_state: dict) -> None:
+    """`agrees` replaces prediction == label: a sample outside G whose prediction disagrees but
+    which `agrees` marks is admitted (no LOF: the consistency rule), and a member whose
+    prediction agrees but which `agrees` does not mark is removed."""
+    s = epoch_state
+    consistent = s["preds"] == s["y"]
+    agrees = consistent.copy()
+    admit = np.flatnonzero(~s["in_G"] & ~consistent)[:2]
+    drop = np.flatnonzero(s["in_G"] & consistent)[:2]
+    assert len(admit) == 2 and len(drop) == 2  # the case needs both kinds
+    agrees[admit], agrees[drop] = True, False
+    result = _update(s, lof=False, agrees=agrees)
+    assert result.in_G[admit].all() and result.selected[admit].all()
+    assert not result.in_G[drop].any() and result.removed[drop].all()
+    plain = _update(s, lof=False)
+    assert not plain.in_G[admit].any() and plain.in_G[drop].all()

@@ -43,9 +43,11 @@ from pipeline.method.models import build_model
 from pipeline.method.selection import (
     SelectionResult,
     confidence_set_quality,
+    confident_joint_transition,
     confident_per_class,
     gmm_clean_mask,
     gmm_clean_share,
+    label_posterior,
     removable_mask,
     update_confidence_set,
 )
@@ -309,7 +311,18 @@ def _select_and_remove(trainer: Trainer, ext: Extraction, preds: np.ndarray,
         confidence_set=m.confidence_set, removal=m.removal, n_neighbors=m.lof_neighbors,
         threshold=m.lof_threshold, backend=backend, protected=protected,
         lof_reference=m.lof_reference, clean=clean, removable=removable, unsure=unsure,
-        min_class_keep=_class_keep(trainer, ext), label_prob=label_prob, min_class_share=m.min_class_share)
+        min_class_keep=_class_keep(trainer, ext), label_prob=label_prob, min_class_share=m.min_class_share,
+        agrees=_posterior_agreement(trainer, ext) if m.agreement == "posterior" else None)
+
+
+def _posterior_agreement(trainer: Trainer, ext: Extraction) -> np.ndarray:
+    """method.agreement "posterior": the samples whose label is right with probability at least
+    posterior_min, under T estimated from this round's predictions (the confident joint)."""
+    probs = ext.logits.softmax(1).numpy()
+    labels, k = trainer.labels, trainer.data.num_classes
+    transition = confident_joint_transition(probs, labels, k)
+    log.debug("estimated transition matrix, diagonal: %s", np.round(np.diag(transition), 2))
+    return label_posterior(probs, labels, transition) >= trainer.cell.method.posterior_min
 
 
 def _losses(ext: Extraction, labels: np.ndarray) -> np.ndarray:

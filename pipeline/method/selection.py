@@ -155,6 +155,7 @@ def select_by_lof(
     threshold: float = 1.5,
     backend: Backend = "sklearn",
     reference: np.ndarray | None = None,
+    agrees: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Eq. 2: per class, the density inliers among the prediction-consistent candidates.
 
@@ -170,11 +171,14 @@ def select_by_lof(
     candidate is kept when it is as dense as the trusted samples around it. The class then
     needs ``n_neighbors + 1`` reference samples. This variant always runs on scikit-learn.
 
+    ``agrees`` (bool mask) replaces "prediction c" in P̃_c: the samples another rule says agree
+    with their label (see :func:`label_posterior`).
+
     Returns:
         (selected bool mask (N,), float32 scores (N,) with NaN for unscored samples).
     """
     labels, preds, candidates = _check_masks(features, labels, preds, candidates, num_classes)
-    consistent = candidates & (preds == labels)
+    consistent = candidates & ((preds == labels) if agrees is None else np.asarray(agrees, dtype=bool))
     selected = np.zeros(labels.shape[0], dtype=bool)
     scores = np.full(labels.shape[0], np.nan, dtype=np.float32)
     on_cpu = _to_numpy(features) if reference is not None else None  # once, not per class
@@ -254,6 +258,36 @@ def confident_per_class(label_prob: np.ndarray, labels: np.ndarray, num_classes:
     return chosen
 
 
+def confident_joint_transition(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """The noise's transition matrix T[i, j] = p(given label j | true class i), estimated by the
+    confident joint of Northcutt et al. (JAIR 2021; cleanlab's `compute_confident_joint` without
+    calibration): a sample counts towards (its likeliest class among those whose probability
+    reaches the class's threshold, its given label), a class's threshold being its mean
+    probability over the samples labelled with it; T's rows are the counts normalised. A class
+    no sample counts towards gets the identity row (no evidence of noise)."""
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels, dtype=np.int64)
+    thresholds = np.array([probs[labels == c, c].mean() if np.any(labels == c) else np.inf for c in range(num_classes)])
+    above = probs >= thresholds[None, :]
+    counted = above.any(1)
+    true_guess = np.where(above, probs, -np.inf).argmax(1)
+    joint = np.zeros((num_classes, num_classes))
+    np.add.at(joint, (true_guess[counted], labels[counted]), 1.0)
+    rows = joint.sum(1, keepdims=True)
+    return np.where(rows > 0, joint / np.maximum(rows, 1.0), np.eye(num_classes))
+
+
+def label_posterior(probs: np.ndarray, labels: np.ndarray, transition: np.ndarray) -> np.ndarray:
+    """P(the given label is the true class | x, given label): p(y|x) T[y, y] / sum_j p(j|x) T[j, y],
+    with p the model's class probabilities and T = p(given | true) (Bayes over the true class).
+    A sample whose label no class is ever given as (a zero column) gets 0."""
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels, dtype=np.int64)
+    transition = np.asarray(transition, dtype=np.float64)
+    rows = np.arange(len(labels))
+    right = probs[rows, labels] * transition[labels, labels]
+    total = (probs * transition[:, labels].T).sum(1)
+    return np.divide(right, total, out=np.zeros_like(right), where=total > 0)
+
+
 def update_confidence_set(
     in_G: np.ndarray,
     features: Features,
@@ -275,6 +309,7 @@ def update_confidence_set(
     min_class_keep: float | np.ndarray = 0.0,
     label_prob: np.ndarray | None = None,
     min_class_share: float = 0.0,
+    agrees: np.ndarray | None = None,
 ) -> SelectionResult:
     """One epoch's update of G (Algorithm 1, steps 6-8), with Table 3's ablation switches.
 
@@ -297,6 +332,9 @@ def update_confidence_set(
     ``lof_reference="G"`` fits each class's LOF on its members of G and scores the candidates
     against it (see :func:`select_by_lof`). ``clean`` (bool mask, e.g. :func:`gmm_clean_mask`)
     is a further condition on every candidate, required together with prediction agreement.
+
+    ``agrees`` (bool mask) replaces "prediction == label" throughout (Eq. 2's candidates, Eq. 3's
+    disagreement), e.g. a posterior that the label is right (:func:`label_posterior`).
 
     ``unsure`` (bool mask, off by default) marks samples whose prediction agrees with their label
     too weakly to count (e.g. the model gives the label under even odds): they are treated as
@@ -324,11 +362,11 @@ def update_confidence_set(
     labels, preds, in_G = _check_masks(features, labels, preds, in_G, num_classes)
     n = labels.shape[0]
     allowed = np.ones(n, dtype=bool) if clean is None else np.asarray(clean, dtype=bool)
-    disagrees = preds != labels
+    disagrees = (preds != labels) if agrees is None else ~np.asarray(agrees, dtype=bool)
     if unsure is not None:
         allowed = allowed & ~np.asarray(unsure, dtype=bool)
         disagrees = disagrees | np.asarray(unsure, dtype=bool)
-    selected, scores = _admitted(in_G, features, labels, preds, num_classes, allowed, lof=lof,
+    selected, scores = _admitted(in_G, features, labels, preds, ~disagrees, num_classes, allowed, lof=lof,
                                  confidence_set=confidence_set, n_neighbors=n_neighbors, threshold=threshold,
                                  backend=backend, lof_reference=lof_reference)
     new_G = (in_G if confidence_set else np.zeros(n, dtype=bool)) | selected
@@ -347,20 +385,21 @@ def update_confidence_set(
     return SelectionResult(selected=selected, removed=removed, lof_score=scores, in_G=new_G)
 
 
-def _admitted(in_G: np.ndarray, features: Features, labels: np.ndarray, preds: np.ndarray, num_classes: int,
-              allowed: np.ndarray, *, lof: bool, confidence_set: bool, n_neighbors: int, threshold: float,
+def _admitted(in_G: np.ndarray, features: Features, labels: np.ndarray, preds: np.ndarray, agrees: np.ndarray,
+              num_classes: int, allowed: np.ndarray, *, lof: bool, confidence_set: bool, n_neighbors: int, threshold: float,
               backend: Backend, lof_reference: str) -> tuple[np.ndarray, np.ndarray]:
     """Q of :func:`update_confidence_set` (its mode table) and the LOF scores behind it (NaN where
-    none was computed). `allowed` is the further condition on every candidate."""
+    none was computed). `agrees`: the samples whose label the prediction agrees with; `allowed`
+    is the further condition on every candidate."""
     n = labels.shape[0]
     if lof:
         candidates = (~in_G if confidence_set else np.ones(n, dtype=bool)) & allowed
         reference = in_G if (lof_reference == "G" and confidence_set) else None
         return select_by_lof(features, labels, preds, candidates, num_classes, n_neighbors=n_neighbors,
-                             threshold=threshold, backend=backend, reference=reference)
+                             threshold=threshold, backend=backend, reference=reference, agrees=agrees)
     scores = np.full(n, np.nan, dtype=np.float32)
     if confidence_set:
-        return ~in_G & (preds == labels) & allowed, scores
+        return ~in_G & agrees & allowed, scores
     return np.ones(n, dtype=bool), scores
 
 
