@@ -183,6 +183,7 @@ def cleanlab_record(setting: str, bench: Path, data_path: Path) -> dict:
 
 def command_run(args: argparse.Namespace) -> None:
     path = RESULTS.with_suffix(".json")
+    pv2.provenance()  # the commit the run imported, not whatever is committed while it runs
     for setting in args.settings:
         for method in args.methods:
             records = pv2.load_records(path)
