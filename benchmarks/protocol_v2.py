@@ -361,8 +361,7 @@ TRIALS = {
     # whole-budget asym 40 % trial (diagnosis with the training images' clean labels), the run's
     # G held 2719 at 97.0 % precision and 70.5 % recall; posterior >= 0.9 would have held 2675
     # (98.3 %, 70.3 %), posterior >= 0.8 3057 (96.9 %, 79.2 %); with the true T, 88 % recall.
-    "paper-no-lc-posterior80-adjusted": {"method": {"label_correction": False, "agreement": "posterior",
-                                                    "posterior_min": 0.8, "logit_adjustment": "uniform"}},
+    "paper-no-lc-posterior80-adjusted": BEST_V5,
 }
 
 
