@@ -138,6 +138,12 @@ BEST_V4: dict = {"method": {**BEST_V3["method"], "warmup_set": "all", "semi_supe
 # and BEST_V3's keep their records as mtadcs-best-v3.
 BEST_V5: dict = {"method": {"label_correction": False, "agreement": "posterior", "posterior_min": 0.8,
                             "logit_adjustment": "uniform"}}
+# BEST_V5 at posterior_min 0.7 (trial paper-no-lc-posterior70-adjusted): validation (Intel VM)
+# asym 40 % whole budget 60.3 against BEST_V5's 59.7 (G recall 89.7 % against 84.0 %, precision
+# 95.2 % against 97.2 %); sym 50 % half budget 29.8 against 29.5 (G 1745 at 95.2 % precision,
+# 71.4 % recall against 1580 at 97.3 %, 66.1 %). By the choice rule (a sym 50 % tie or lead and
+# the better asym 40 % score) it is the next best set; its test cells run as mtadcs-best-v6.
+BEST_V6: dict = {"method": {**BEST_V5["method"], "posterior_min": 0.7}}
 BEST: dict = BEST_V5
 # Diagnosis, not a method: the best set's training on an oracle G, every correctly labelled
 # sample from the start and nothing admitted or removed (the verified seed takes every clean
@@ -180,14 +186,15 @@ METHODS = {"ce": CE, "mtadcs-paper": PAPER, "mtadcs-best": BEST, "mtadcs-best-v1
            "mtadcs-best-v3": BEST_V3, "mtadcs-best-v4": BEST_V4, "mtadcs-seedless": SEEDLESS,
            "mtadcs-seedless-v1": SEEDLESS_V1, "mtadcs-seedless-v2": SEEDLESS_V2, "mtadcs-seedless-v3": SEEDLESS_V3,
            "ce-seed1": CE_SEED1, "mtadcs-best-seed1": BEST_SEED1, "mtadcs-best-v3-seed1": BEST_V3_SEED1,
-           "mtadcs-best-v5": BEST_V5, "mtadcs-best-oracle": BEST_ORACLE}
+           "mtadcs-best-v5": BEST_V5, "mtadcs-best-oracle": BEST_ORACLE, "mtadcs-best-v6": BEST_V6}
 # The cells of the benchmark: the method issue's three methods at three settings, the seedless
 # set beside CE at sym 10 % (do no harm), sym 50 % and asym 40 %, CE and the best set with another seed,
 # the posterior set's own cells, and the oracle-G diagnosis at asym 40 %.
 CELLS = [*[(m, s) for s in ("sym50", "sym80", "asym40") for m in ("ce", "mtadcs-paper", "mtadcs-best")],
          ("ce", "sym10"), *[("mtadcs-seedless", s) for s in ("sym10", "sym50", "asym40")],
          ("ce-seed1", "sym50"), ("ce-seed1", "asym40"), ("mtadcs-best-seed1", "asym40"),
-         *[("mtadcs-best-v5", s) for s in ("asym40", "sym50", "sym80")], ("mtadcs-best-oracle", "asym40")]
+         *[("mtadcs-best-v5", s) for s in ("asym40", "sym50", "sym80")], ("mtadcs-best-oracle", "asym40"),
+         *[("mtadcs-best-v6", s) for s in ("asym40", "sym50", "sym80")]]
 
 # Candidate switch sets tried by `tune` (each merged over BASE), scored on the validation split.
 TRIALS = {
@@ -368,7 +375,7 @@ TRIALS = {
     # images' clean labels), posterior >= 0.7 would keep 3325 (95.8 %, 85.2 %) against 0.8's
     # 3062 (97.0 %, 79.4 %); at sym 50 % (half budget) 1437 (94.2 %, 58.1 %) against 1203
     # (95.6 %, 49.4 %): recall for a point or so of precision in both.
-    "paper-no-lc-posterior70-adjusted": {"method": {**BEST_V5["method"], "posterior_min": 0.7}},
+    "paper-no-lc-posterior70-adjusted": BEST_V6,
 }
 
 
