@@ -141,6 +141,18 @@ def test_parameters_of_a_global_batch_split_into_rows_give_the_same_views() -> N
         torch.testing.assert_close(torch.cat([first[k], second[k]]), whole[k])
 
 
+def test_two_views_of_one_recipe_run_as_one_batch_and_equal_each_view_alone() -> None:
+    """TwoViews applies its recipe once to a double batch; each half is what that view's own
+    parameters give when applied alone."""
+    view = augment.TwoViews(augment.train_view(SIZE, MEAN, STD))
+    x = images(24, seed=6)
+    params = batch_augment.draw_views(view, 24, torch.Generator().manual_seed(9))
+    pair = batch_augment.batch_views(view, x, params)
+    for part, p in zip(pair, params, strict=True):
+        torch.testing.assert_close(part, batch_augment.apply(view.transform, x, p))
+        assert part.is_contiguous()
+
+
 def test_large_image_views_are_not_batched() -> None:
     assert batch_augment.supports(augment.train_view(SIZE, MEAN, STD))
     assert not batch_augment.supports(augment.train_view(224, MEAN, STD))  # RandomResizedCrop
