@@ -111,7 +111,7 @@ BEST_V1: dict = {"method": {"label_correction": False}}
 # That set's records are mtadcs-best-v2 since the logit-adjusted loss (paper-no-lc-sure-adjusted)
 # scored 30.2 on the sym 50 % validation split against its 30.0 (one image of 516: a tie) and,
 # at asym 40 %, 51.0 against mtadcs-best-v1's 51.4 (noisy validation labels, which at asymmetric
-# noise credit a model for predicting a flipped class: see the README) with G 97.0 % precise
+# noise credit a model for predicting a flipped class: see docs/benchmark-log.md) with G 97.0 % precise
 # against 90.1 %; it was adopted for the reason it was tried, the classes asym 40 % empties.
 BEST_V2: dict = {"method": {"label_correction": False, "agreement_min_prob": 0.5}}
 # That set's records were mtadcs-best-v3 for a day, when the same with forward correction of Ḡ
@@ -146,7 +146,7 @@ BEST_V5: dict = {"method": {"label_correction": False, "agreement": "posterior",
 # asym 40 % 67.35 (BEST_V5 67.75), sym 50 % 66.47 (68.63) with G 94.1 % precise, under the method
 # issue's 95 % at sym 50 %. A set whose cells miss a target that no label of x_test bears on (the
 # wall time, and since this set G's precision and recall at sym 50 %) is not admissible as
-# mtadcs-best (README: that reading of the rule came after these two cells), so BEST stays
+# mtadcs-best (docs/benchmark-log.md: that reading of the rule came after these two cells), so BEST stays
 # BEST_V5 and v6's sym 80 % cell was not run.
 BEST_V6: dict = {"method": {**BEST_V5["method"], "posterior_min": 0.7}}
 BEST: dict = BEST_V5
@@ -166,7 +166,7 @@ ABLATED: dict = BEST_V1
 # gap to CE (the issue's targets are gaps to CE at three settings, one of them "do no harm"):
 # seedless-p05, -1.0 at sym 50 % (25.2 against 26.2) and -1.9 at sym 10 % (59.3 against 61.2);
 # seedless-ft-plain, the best at sym 50 % alone (26.2), was -4.7 at sym 10 % (56.6). The ceiling
-# and this rule came after ft-plain's sym 10 % test cell (README: not an untouched estimate). Earlier sets keep their test records
+# and this rule came after ft-plain's sym 10 % test cell (docs/benchmark-log.md: not an untouched estimate). Earlier sets keep their test records
 # under their own names: mtadcs-seedless-v1 (removal patience 3, 50 % class floor, EMA selection,
 # the paper's losses; code fc0bb2b), mtadcs-seedless-v2 (seedless-removal-only, fine-tuned with
 # mixup; codes 2d570d0 and 52ab3e7) and mtadcs-seedless-v3 (seedless-ft-plain, code 2a10d92). Its
@@ -866,7 +866,7 @@ def markdown(records: list[dict], timings: list[dict] = ()) -> str:
              "evaluation). Hyper-parameters and the best switch set were chosen on a validation split "
              "(`benchmarks/results/protocol_v2_tuning.jsonl`), never on x_test; the seedless set's "
              "selection rule and its removal ceiling came after an earlier set's test cells, and the trial of "
-             "mtadcs-best-v1 (paper-no-lc) after the test ablation of label correction (README); mtadcs-best-v2 "
+             "mtadcs-best-v1 (paper-no-lc) after the test ablation of label correction (docs/benchmark-log.md); mtadcs-best-v2 "
              "(paper-no-lc-sure, the same with agreement at p(label) >= 0.5), mtadcs-best-v3 (paper-no-lc-sure-adjusted, "
              "v2 with the logit-adjusted loss), mtadcs-best-v4 (paper-no-lc-sure-adjusted-forward, with forward "
              "correction of the samples outside G) and mtadcs-best (paper-no-lc-posterior80-adjusted, v3 with "
@@ -875,7 +875,7 @@ def markdown(records: list[dict], timings: list[dict] = ()) -> str:
              "issue's limit, a cost no label of x_test bears on, and mtadcs-best-v6 (paper-no-lc-posterior70-adjusted, "
              "the best set at posterior_min 0.7) because its sym 50 % G was 94.1 % precise, under the issue's 95 %, "
              "which no label of x_test bears on either (a reading of the rule written after its two cells; "
-             "README). mtadcs-best-oracle is a diagnosis, not a method: "
+             "docs/benchmark-log.md). mtadcs-best-oracle is a diagnosis, not a method: "
              "the best set's training on an oracle G (every correctly labelled sample, nothing admitted or removed), "
              "the most perfect selection could give; it chose nothing.", "",
              "Wall / CE divides a cell's wall time by CE's at the same setting on one machine with one code as "
