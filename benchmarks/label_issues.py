@@ -42,6 +42,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
 from benchmarks import protocol_v2 as pv2  # noqa: E402
+from benchmarks.protocol_v2_sets import CE  # noqa: E402
 from pipeline.analysis.label_issues import RELABEL_CONFIDENCE, detection_quality  # noqa: E402
 from pipeline.data.datasets import Dataset, Split  # noqa: E402
 from pipeline.layout import CellPaths  # noqa: E402
@@ -98,7 +99,7 @@ def mtadcs_record(setting: str, bench: Path, data_path: Path) -> dict:
 
 def fold_cell(setting: str, data_path: Path, k: int):
     steps = pv2.BUDGET // FOLDS // FOLD_EPOCHS
-    ce = pv2.merge(pv2.CE, {"optim": {"epochs": FOLD_EPOCHS, "warmup_epochs": FOLD_EPOCHS,
+    ce = pv2.merge(CE, {"optim": {"epochs": FOLD_EPOCHS, "warmup_epochs": FOLD_EPOCHS,
                                       "lr_milestones": [int(0.9 * FOLD_EPOCHS)]}})
     return pv2.make_cell(ce, f"cleanlab-{setting}-fold{k}", data_path, setting, steps_per_epoch=steps)
 

@@ -158,10 +158,9 @@ def test_wall_clock_drops_the_seconds_of_a_run_that_was_discarded(bench, tmp_pat
 def test_a_method_with_the_configuration_of_a_finished_cell_reuses_its_run(bench, npz, tmp_path,
                                                                           monkeypatch) -> None:
     monkeypatch.setattr(bench, "RESULTS", tmp_path / "protocol_v2")
-    monkeypatch.setattr(bench, "BEST", {})  # the tuning picked the paper's switches
-    monkeypatch.setitem(bench.METHODS, "mtadcs-best", {})
+    monkeypatch.setitem(bench.METHODS, "mtadcs-best", {})  # the tuning picked the paper's switches
     monkeypatch.setattr(bench, "run_cell", lambda *a, **k: pytest.fail("ran a configuration already run"))
-    paper = bench.make_cell(bench.PAPER, "mtadcs-paper-sym50", npz, "sym50")
+    paper = bench.make_cell(bench.METHODS["mtadcs-paper"], "mtadcs-paper-sym50", npz, "sym50")
     bench.save_records(tmp_path / "protocol_v2.json", [_record("mtadcs-paper", "sym50", 40.0, 10.0)
                                                        | {"config_id": bench.config_id(paper)}])
     args = type("Args", (), {"methods": ["mtadcs-best"], "settings": ["sym50"], "ablation": None, "force": False,
@@ -222,7 +221,7 @@ def test_a_record_names_the_directory_of_the_run_it_reports(bench) -> None:
 
 def test_a_record_hashed_before_a_field_was_added_is_the_same_configuration_and_only_that(bench, npz) -> None:
     """The paper's cell ran before removal_max_prob existed: its config_id lacks the field."""
-    paper = bench.make_cell(bench.PAPER, "mtadcs-paper-sym50", npz, "sym50")
+    paper = bench.make_cell(bench.METHODS["mtadcs-paper"], "mtadcs-paper-sym50", npz, "sym50")
     dump = paper.model_dump(mode="json", exclude={"name"})
     del dump["method"]["removal_max_prob"]
     dump["runtime"]["eval_batch_size"] = 512  # as it was then
@@ -231,13 +230,13 @@ def test_a_record_hashed_before_a_field_was_added_is_the_same_configuration_and_
     assert bench.same_configuration(older, paper)
     ceiling = bench.make_cell({"method": {"removal_max_prob": 0.05}}, "p05-sym50", npz, "sym50")
     assert not bench.same_configuration(older, ceiling)  # the field set otherwise: no older record ran it
-    assert not bench.same_configuration(older, bench.make_cell(bench.PAPER, "mtadcs-paper-sym80", npz, "sym80"))
+    assert not bench.same_configuration(older, bench.make_cell(bench.METHODS["mtadcs-paper"], "mtadcs-paper-sym80", npz, "sym80"))
     assert not bench.same_configuration(older, bench.make_cell({"method": {"mixup": False}}, "m-sym50", npz, "sym50"))
 
 
 def test_a_record_hashed_with_the_old_extraction_batch_is_the_same_configuration(bench, npz) -> None:
     """Records made before eval_batch_size left the id were hashed with its old value, 512."""
-    paper = bench.make_cell(bench.PAPER, "mtadcs-paper-sym50", npz, "sym50")
+    paper = bench.make_cell(bench.METHODS["mtadcs-paper"], "mtadcs-paper-sym50", npz, "sym50")
     dump = paper.model_dump(mode="json", exclude={"name"})
     assert dump["runtime"]["eval_batch_size"] == "auto"
     dump["runtime"]["eval_batch_size"] = 512
@@ -245,7 +244,7 @@ def test_a_record_hashed_with_the_old_extraction_batch_is_the_same_configuration
     assert bench.same_configuration(older, paper)
     dump["runtime"]["eval_batch_size"] = 100
     assert not bench.same_configuration(older | {"config_id": bench._digest(dump)}, paper)
-    faster = bench.make_cell(merge_runtime(bench.PAPER, {"eval_batch_size": 32}), "p-sym50", npz, "sym50")
+    faster = bench.make_cell(merge_runtime(bench.METHODS["mtadcs-paper"], {"eval_batch_size": 32}), "p-sym50", npz, "sym50")
     assert bench.config_id(faster) == bench.config_id(paper)  # how it runs, not what it computes
 
 
@@ -270,7 +269,7 @@ def test_a_renamed_run_directory_still_names_the_cell_its_files_are_named_after(
 def test_a_config_field_added_since_the_records_were_made_is_listed_in_added_fields(bench, npz) -> None:
     """A field missing from ADDED_FIELDS makes every record another configuration than its cell
     (label_issues.py then refuses them, and `run` would retrain what was already measured)."""
-    dump = bench.make_cell(bench.PAPER, "mtadcs-paper-sym50", npz, "sym50").model_dump(mode="json", exclude={"name"})
+    dump = bench.make_cell(bench.METHODS["mtadcs-paper"], "mtadcs-paper-sym50", npz, "sym50").model_dump(mode="json", exclude={"name"})
     fields = sorted(f"{section}.{key}" for section, values in dump.items() for key in values
                     if (section, key) not in bench.ADDED_FIELDS)  # the run-only fields were hashed too
     digest = hashlib.sha256(" ".join(fields).encode()).hexdigest()[:16]
@@ -283,8 +282,8 @@ def test_a_reused_result_is_taken_from_a_run_of_its_own_and_names_that_runs_dire
                                                                                        monkeypatch) -> None:
     monkeypatch.setattr(bench, "RESULTS", tmp_path / "protocol_v2")
     monkeypatch.setattr(bench, "run_cell", lambda *a, **k: pytest.fail("ran a configuration already run"))
-    monkeypatch.setitem(bench.METHODS, "mtadcs-other", bench.BEST)  # copied a run since rerun with --force
-    best = bench.make_cell(bench.BEST, "mtadcs-best-sym50", npz, "sym50")
+    monkeypatch.setitem(bench.METHODS, "mtadcs-other", bench.METHODS["mtadcs-best"])  # copied a run since rerun with --force
+    best = bench.make_cell(bench.METHODS["mtadcs-best"], "mtadcs-best-sym50", npz, "sym50")
     original = _record("ablation:best-without-removal", "sym50", 67.0, 10.0) | {"config_id": bench.config_id(best)}
     stale_copy = _record("mtadcs-other", "sym50", 60.0, 10.0) | {"config_id": bench.config_id(best),
                                                                 "same_run_as": "mtadcs-gone"}
@@ -302,7 +301,7 @@ def test_a_timing_names_the_run_whose_configuration_it_times(bench, npz, tmp_pat
     monkeypatch.setattr(bench, "RESULTS", tmp_path / "protocol_v2")
     result = {"wall_s": 5.0, "s_per_step": 0.1, "steps": 2000, "top1": 50.0}
     monkeypatch.setattr(bench, "run_cell", lambda *a, **k: result)
-    best = bench.make_cell(bench.BEST, "mtadcs-best-sym50", npz, "sym50")
+    best = bench.make_cell(bench.METHODS["mtadcs-best"], "mtadcs-best-sym50", npz, "sym50")
     run = _record("mtadcs-best-v3", "sym50", 67.0, 10.0) | {"config_id": bench.config_id(best)}
     copy = run | {"method": "mtadcs-best", "same_run_as": "mtadcs-best-v3"}
     bench.save_records(tmp_path / "protocol_v2.json", [copy, run])
