@@ -248,7 +248,7 @@ def command_run(args: argparse.Namespace) -> None:
         wanted += [(f"ablation:{name}", "sym50") for name in args.ablation or ablation_variants()]
     if not wanted:
         raise SystemExit(f"no benchmark cell for methods {args.methods} at settings {args.settings}: "
-                         "the cells are CELLS in benchmarks/protocol_v2.py")
+                         "the cells are CELLS in benchmarks/protocol_v2_sets.py")
     provenance()
     for method, setting in wanted:
         records = load_records(path)

@@ -3,7 +3,7 @@ data path): pad-and-crop, horizontal flip and RandAugment, on the device the bat
 
 torchvision's v2 ops take a batch but draw one set of random parameters for all of it, and
 RandAugment picks one op per call. Here every image draws its own parameters, as it does on
-the DataLoader path: the crop offsets and flips become one gather of per-image windows out of
+the DataLoader path: the crop offsets and flips become gathers of per-image windows (rows, then columns) out of
 the padded batch (a flipped window is read right to left); RandAugment sorts the batch by
 (op, sign), applies torchvision's own op once to each contiguous group and gathers the rows
 back, so every image gets exactly the output `v2.RandAugment` gives when it draws that op
