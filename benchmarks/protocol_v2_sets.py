@@ -151,7 +151,7 @@ CELLS = [*[(m, s) for s in ("sym50", "sym80", "asym40") for m in ("ce", "mtadcs-
          *[("mtadcs-best-v5", s) for s in ("asym40", "sym50", "sym80")], ("mtadcs-best-oracle", "asym40"),
          *[("mtadcs-best-v6", s) for s in ("asym40", "sym50")],
          *[(m, "asym40") for m in ("ce-seed2", "mtadcs-best-seed2", "ce-seed3", "mtadcs-best-seed3")],
-         *[("mtadcs-seedless-v4", s) for s in ("sym50", "sym10", "asym40")]]
+         ("mtadcs-seedless-v4", "sym50")]
 
 # Candidate switch sets tried by `tune` (each merged over BASE), scored on the validation split.
 TRIALS = {
@@ -341,7 +341,11 @@ TRIALS = {
     # against 63.8 (-1.9; G 3254, 98.4 %, 76.4 %). Its worst gap, -1.94, equals SEEDLESS's
     # (seedless-p05: -1.94 at sym 10 %, half budget), and it leads SEEDLESS at sym 50 % by 3.1
     # (whole budget: 29.1 against 26.0). Written before any test cell of it: a tie on the worst gap
-    # goes to the better sym 50 % validation score, so it is the next seedless set once its three
-    # test cells have run (not run yet: no time left in session 36).
+    # goes to the better sym 50 % validation score. But its validation G already held only 46.9 %
+    # of the clean samples, under issue 17's >= 50 % of every class at sym 50 %, a target no label
+    # of x_test bears on, which the tie-break should have been checked against first; its sym 50 %
+    # test cell (mtadcs-seedless-v4, 52.3 against CE's 50.9) ended with G at 48.0 % recall and
+    # 19.5 % for its weakest class. Not admissible: SEEDLESS is unchanged, and its other two
+    # cells were not run.
     "seedless-selfseed50-kept-posterior": SEEDLESS_V4,
 }
