@@ -565,7 +565,10 @@ def markdown(records: list[dict], timings: list[dict] = ()) -> str:
              "which no label of x_test bears on either (a reading of the rule written after its two cells; "
              "docs/benchmark-log.md). mtadcs-best-oracle is a diagnosis, not a method: "
              "the best set's training on an oracle G (every correctly labelled sample, nothing admitted or removed), "
-             "the most perfect selection could give; it chose nothing.", "",
+             "the most perfect selection could give; it chose nothing. mtadcs-seedless-v4 (seedless-selfseed50-kept-"
+             "posterior) was picked on validation by a tie-break written before its test cell, but its G misses "
+             "issue 17's 50 % of every class's clean samples (on validation too), so it is not admissible and only "
+             "its sym 50 % cell ran.", "",
              "Wall / CE divides a cell's wall time by CE's at the same setting on one machine with one code as "
              "far as the files tell: the cell's latest `time` rerun over CE's latest rerun before it there, else "
              "the record (its wall_s) over CE's latest wall on its machine dated no later; – where CE was never "
