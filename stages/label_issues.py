@@ -18,6 +18,7 @@ from pipeline.analysis.label_issues import (
     cleaned_labels,
     confidence_set_shares,
     detection_quality,
+    estimate_transition,
     find_label_issues,
     trace_summary,
 )
@@ -55,7 +56,8 @@ def issues_for_run(cell: CellConfig, data: Dataset, labels: TrainingLabels, trai
         else pd.DataFrame(columns=["index", "in_G", "lof_score", "epoch"])
     share, last_lof = trace_summary(traces, data.train.index)
     issues = find_label_issues(
-        labels.given, state["labels"].numpy(), state["in_G"].numpy(), probs, index=data.train.index,
+        labels.given, state["labels"].numpy(), state["in_G"].numpy(), probs,
+        transition=estimate_transition(probs, labels.given, data.num_classes), index=data.train.index,
         uses_confidence_set=not cell.method.keeps_all, share_in_G=share, last_lof=last_lof,
         clean=labels.clean, paths=data.train.paths)
     names = np.asarray(data.class_names, dtype=object)
@@ -105,7 +107,7 @@ def _write_table(issues: pd.DataFrame, ctx: StageContext) -> None:
         issues.to_csv(tmp, index=False)
 
 
-SHOWN = ["rank", "index", "given_class", "suggested_class", "issue_score", "p_given", "suggestion_confidence",
+SHOWN = ["rank", "index", "given_class", "suggested_class", "issue_score", "p_label_right", "suggestion_confidence",
          "in_final_G", "relabelled", "is_noisy", "path"]
 
 

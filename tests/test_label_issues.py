@@ -49,6 +49,35 @@ def test_suggested_label_is_the_correction_else_the_prediction() -> None:
     assert list(table.loc[[10, 11], "is_noisy"]) == [False, True]
 
 
+def test_a_noise_model_reads_the_model_through_the_transition_matrix() -> None:
+    """With T, the suggestion is the likeliest true class given the image AND its label, not the
+    model's argmax: a class the noise never turns into the given label cannot be its truth."""
+    # classes deer 0, horse 1, cat 2: deer is labelled horse 40 % of the time, cats never are
+    transition = np.array([[0.6, 0.4, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    given, probs = np.array([1, 1]), np.array([[0.3, 0.2, 0.5], [0.6, 0.3, 0.1]])
+    table = find_label_issues(given, given, np.array([False, True]), probs, transition=transition).set_index("index")
+    # sample 0: P(true c | x, horse) ∝ (0.3 * 0.4, 0.2 * 1, 0.5 * 0) = (0.12, 0.2, 0): horse, not cat
+    assert table.loc[0, "suggested_label"] == 1 and probs[0].argmax() == 2
+    assert table.loc[0, "p_label_right"] == pytest.approx(0.2 / 0.32) and table.loc[0, "p_given"] == pytest.approx(0.2)
+    assert table.loc[0, "issue_score"] == pytest.approx(0.5 + 0.5 * 0.12 / 0.32)
+    # sample 1: (0.24, 0.3, 0) -> horse at 0.3 / 0.54
+    assert table.loc[1, "suggestion_confidence"] == pytest.approx(0.3 / 0.54)
+    # a label no class is given as (a zero column) falls back to the model's own probabilities
+    lost = find_label_issues(given, given, np.array([False, False]), probs, transition=np.diag([1.0, 0.0, 1.0]))
+    assert lost.set_index("index").loc[0, "suggested_label"] == 2
+
+
+def test_estimate_transition_reads_a_systematic_flip_off_the_probabilities() -> None:
+    from pipeline.analysis.label_issues import estimate_transition
+    # class 0 images: 6 labelled 0, 4 labelled 1; class 1 images: all 10 labelled 1
+    probs = np.array([[0.9, 0.1]] * 10 + [[0.1, 0.9]] * 10)
+    given = np.array([0] * 6 + [1] * 4 + [1] * 10)
+    transition = estimate_transition(probs, given, 2)
+    assert transition[0] == pytest.approx([0.6, 0.4]) and transition[1] == pytest.approx([0.0, 1.0])
+    table = find_label_issues(given, given, np.ones(20, bool), probs, transition=transition).sort_values("index")
+    assert list(table["suggested_label"]) == [0] * 10 + [1] * 10
+
+
 def test_without_a_confidence_set_the_score_is_the_models_disagreement() -> None:
     table = find_label_issues(GIVEN, GIVEN, np.ones(5, bool), PROBS, uses_confidence_set=False).set_index("index")
     assert table["issue_score"].to_numpy() == pytest.approx(1 - PROBS[table.index, GIVEN[table.index]])

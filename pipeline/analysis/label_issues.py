@@ -6,21 +6,28 @@ probabilities on the training images, and the per-epoch traces.
 
 The issue score of a sample with given label y is
 
-    score = ½ · [the run ended with the sample outside G, or relabelled]  +  ½ · (1 − p(y | x))
+    score = ½ · [the run ended with the sample outside G, or relabelled]  +  ½ · (1 − P(y is right | x, y))
 
-where p is the final model's softmax. The first half is MTaDCS's own verdict: its last
-selection (LOF on the class's features, removal by prediction) did not keep the sample
-under its given label. The second half orders samples within each verdict by how strongly
-the final model disagrees with the label. So the score lies in [0, 1], every sample G rejected
-ranks above every sample G kept, and the recommended cut is `score >= 0.5`
-(`is_issue`): exactly the samples the run did not keep under their given label.
+The first half is MTaDCS's own verdict: its last selection (LOF on the class's features,
+removal by prediction) did not keep the sample under its given label. The second half orders
+samples within each verdict by how strongly the final model, read through the noise, doubts the
+label: P(y is right | x, y) = p(y|x) T[y, y] / Σ_j p(j|x) T[j, y] (Bayes over the true class),
+with p the final model's softmax and T[i, j] = p(given j | true i) the noise's transition matrix
+estimated from the same probabilities by the confident joint (Northcutt et al., JAIR 2021).
+Without T it is p(y|x) itself. So the score lies in [0, 1], every sample G rejected ranks above
+every sample G kept, and the recommended cut is `score >= 0.5` (`is_issue`): exactly the samples
+the run did not keep under their given label.
 
 For a run without a confidence set (cross-entropy: every sample always in G) the verdict is
-uninformative and the score is 1 − p(y | x) alone, with the same cut: the model gives the given
-label less than even odds.
+uninformative and the score is 1 − P(y is right | x, y) alone, with the same cut: the label is
+more likely wrong than right.
 
-The suggested label is the corrected label where Eq. 7 relabelled the sample, else the final
-model's prediction; `suggestion_confidence` is the model's probability of it, so a user can
+The suggested label is the corrected label where Eq. 7 relabelled the sample, else the likeliest
+true class given both the image and its given label, argmax_c p(c|x) T[c, y]: a horse-labelled
+image the model finds deer-or-horse is suggested deer when the noise is known to turn deer into
+horse. (On the validation split of CIFAR-10-5k this raised the share of right suggestions on the
+flagged samples from 50 to 54 % at sym 50 % and from 44 to 69 % at asym 40 %, against the model's
+argmax.) `suggestion_confidence` is that posterior's probability of the suggestion, so a user can
 accept only confident suggestions.
 """
 
@@ -30,6 +37,8 @@ import math
 
 import numpy as np
 import pandas as pd
+
+from pipeline.method.selection import confident_joint_transition
 
 ISSUE_CUT = 0.5  # the recommended threshold on `issue_score` (see the module docstring)
 # The default for accepting a suggestion (`mtadcs label-issues --cleaned --min-confidence`): a
@@ -61,6 +70,7 @@ def find_label_issues(
     in_G: np.ndarray,
     probs: np.ndarray,
     *,
+    transition: np.ndarray | None = None,
     index: np.ndarray | None = None,
     uses_confidence_set: bool = True,
     share_in_G: np.ndarray | None = None,
@@ -71,7 +81,9 @@ def find_label_issues(
     """One row per training sample, ranked by `issue_score` (highest first).
 
     given, current: int (N,) given and current (corrected) labels; in_G: bool (N,) the final G;
-    probs: float (N, K) the final model's softmax on the training images (no augmentation).
+    probs: float (N, K) the final model's softmax on the training images (no augmentation);
+    transition: (K, K) p(given | true), the noise model the score and suggestions read the model
+    through (`estimate_transition`); None reads the model alone.
     Optional columns: the dataset's own `index`, the trace summaries, the `clean` labels (for
     simulated noise: adds clean_label and is_noisy) and image `paths` (for folder datasets).
     """
@@ -83,12 +95,14 @@ def find_label_issues(
                          f"in_G {in_G.shape}")
     rows = np.arange(n)
     p_given = probs[rows, given]
+    true_posterior = probs if transition is None else _true_class_posterior(probs, given, transition)
+    p_right = true_posterior[rows, given]
     relabelled = current != given
     rejected = ~in_G | relabelled
-    score = 1.0 - p_given
+    score = 1.0 - p_right
     if uses_confidence_set:
         score = 0.5 * rejected + 0.5 * score
-    suggested = np.where(relabelled, current, probs.argmax(1))
+    suggested = np.where(relabelled, current, true_posterior.argmax(1))
     frame = pd.DataFrame({
         "index": np.arange(n) if index is None else np.asarray(index),
         "given_label": given,
@@ -96,7 +110,8 @@ def find_label_issues(
         "issue_score": score,
         "is_issue": score >= ISSUE_CUT,
         "p_given": p_given,
-        "suggestion_confidence": probs[rows, suggested],
+        "p_label_right": p_right,
+        "suggestion_confidence": true_posterior[rows, suggested],
         "in_final_G": in_G,
         "relabelled": relabelled,
         "share_epochs_in_G": np.full(n, np.nan) if share_in_G is None else share_in_G,
@@ -110,6 +125,21 @@ def find_label_issues(
     frame = frame.sort_values(["issue_score", "index"], ascending=[False, True], kind="stable")
     frame.insert(0, "rank", np.arange(1, n + 1))
     return frame.reset_index(drop=True)
+
+
+def estimate_transition(probs: np.ndarray, given: np.ndarray, num_classes: int) -> np.ndarray:
+    """The noise model of a run's export: T[i, j] = p(given j | true i) from the final model's
+    probabilities on the training images by the confident joint (the estimate MTaDCS's own
+    posterior agreement uses each round)."""
+    return confident_joint_transition(probs, given, num_classes)
+
+
+def _true_class_posterior(probs: np.ndarray, given: np.ndarray, transition: np.ndarray) -> np.ndarray:
+    """P(true class c | x, given y) ∝ p(c|x) T[c, y], per row; a row with no mass under T (a label
+    no class is ever given as) falls back to the model's own probabilities."""
+    joint = probs * np.asarray(transition, dtype=np.float64)[:, given].T
+    total = joint.sum(1, keepdims=True)
+    return np.where(total > 0, joint / np.where(total > 0, total, 1.0), probs)
 
 
 def confidence_set_shares(given: np.ndarray, in_G: np.ndarray, num_classes: int) -> dict[str, float]:
