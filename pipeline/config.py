@@ -200,6 +200,14 @@ class MethodConfig(Section):
     # exponent gce_q (0.7, its paper's CIFAR value): CE's gradient scaled by p(label) ** q, so
     # the samples the model finds unlikely pull less; for runs where G stays noisy (no verified seed).
     classification_loss: Literal["ce", "gce"] = "ce"
+    # Importance reweighting of the classification loss (Liu & Tao, TPAMI 2016): after each
+    # selection round every sample weighs by the probability that its label is right given the
+    # image and the label, P(y right | x, y), the posterior agreement "posterior" thresholds (T by
+    # the confident joint of that round's predictions); a batch's loss is the weighted mean, so a
+    # likely-wrong label pulls less without the step shrinking. Until the first round every
+    # weight is 1. "none": the paper. For runs whose G stays noisy (no verified seed), where a hard
+    # cut by a weak model throws clean samples away with the noisy ones.
+    loss_weights: Literal["none", "posterior"] = "none"
     gce_q: float = Field(0.7, gt=0.0, le=1.0)
     removal_max_prob: float = Field(1.0, gt=0.0, le=1.0)
     # Without a verified seed: after the warm-up on S, G restarts from the k samples of each label
@@ -283,9 +291,9 @@ class MethodConfig(Section):
 
     @property
     def uses_predictions(self) -> bool:
-        """Whether an epoch needs the model's predictions over S: for selection, or for label
-        correction. Without them the per-epoch extraction is skipped."""
-        return not self.keeps_all or self.label_correction
+        """Whether an epoch needs the model's predictions over S: for selection, label
+        correction or loss weights. Without them the per-epoch extraction is skipped."""
+        return not self.keeps_all or self.label_correction or self.loss_weights != "none"
 
 
 def _steps_setting(value: str | int) -> str | int:

@@ -696,13 +696,14 @@ def test_classification_loss_gce_trains_every_step_with_the_generalized_cross_en
     calls = []
     real_loss = learner.soft_classification_loss
     monkeypatch.setattr(learner, "soft_classification_loss",
-                        lambda logits, targets, kind, q: calls.append((kind, q)) or real_loss(logits, targets, kind, q))
+                        lambda logits, targets, kind, q, weights: calls.append((kind, q, weights)) or
+                        real_loss(logits, targets, kind, q, weights))
     trainer = Trainer(make_cell(method={"classification_loss": "gce", "gce_q": 0.5}), data, labels, lr=0.0,
                       momentum=0.0, weight_decay=0.0, key_encoder=False)
     with Progress(False, "", 0) as quiet:
         stats = trainer.run_epoch(engine._train_transform(trainer.cell, data), lr=0.0, batch_size=8, mixup_alpha=1.0,
                                   contrastive=False, seed_epoch=0, progress=quiet)
-    assert len(calls) == stats["steps"] >= 2 and set(calls) == {("gce", 0.5)}
+    assert len(calls) == stats["steps"] >= 2 and set(calls) == {("gce", 0.5, None)}  # loss_weights none: unweighted
 
 
 def test_warmup_on_all_trains_on_S_then_selection_starts_from_the_seed(tmp_path, data, labels) -> None:
@@ -1000,3 +1001,28 @@ def test_extract_checkpoint_reads_the_split_it_is_given(cell, data, warm) -> Non
     on_train = engine.extract_checkpoint(cell, data, warm)
     on_test = engine.extract_checkpoint(cell, data, warm, data.tests["test"])
     assert len(on_train.logits) == N_TRAIN and len(on_test.logits) == N_TEST
+
+
+def test_posterior_loss_weights_follow_each_round_even_where_G_stays_all_of_S(tmp_path, data, labels, warm) -> None:
+    """method.loss_weights "posterior" on cross-entropy's switches (G = S after a round): the opening
+    round sets each sample's weight to the posterior that its label is right under the warm-up
+    model (T by the confident joint), the checkpoint carries them, and "none" leaves every
+    weight at 1."""
+    ce_switches = {"lof": False, "confidence_set": False, "removal": False, "contrastive": False, "mixup": False,
+                   "label_correction": False}
+    probs = engine.extract_checkpoint(make_cell(), data, warm).logits.softmax(1).numpy()
+    k = data.num_classes
+    posterior = selection.label_posterior(probs, labels.given, selection.confident_joint_transition(probs, labels.given, k))
+    weights = {}
+    for name, kind in (("weighted", "posterior"), ("plain", "none")):
+        seen: list[dict] = []
+        with pytest.raises(Interrupted):
+            engine.run_train(make_cell(method={**ce_switches, "loss_weights": kind}), data, labels, warm,
+                             tmp_path / name, on_epoch=record_then_stop(seen))
+        state = load_checkpoint(tmp_path / name / engine.CHECKPOINT)
+        weights[name] = state["loss_weight"].numpy()
+        if kind == "posterior":  # its round ran Eq. 2-3 with neither switch: G = S
+            assert state["in_G"].all()
+    assert (weights["plain"] == 1).all()
+    assert weights["weighted"].min() < 0.5  # the case needs labels the model doubts
+    np.testing.assert_allclose(weights["weighted"], posterior, atol=1e-3)  # extraction batches: last float bits

@@ -210,3 +210,21 @@ def test_the_logit_adjusted_loss_fits_the_target_prior_not_the_training_shares()
         fitted[name] = z.detach().softmax(0)
     torch.testing.assert_close(fitted["plain"], torch.tensor([0.7, 0.2, 0.1]), atol=1e-3, rtol=0)
     torch.testing.assert_close(fitted["adjusted"], torch.full((3,), 1 / 3), atol=1e-3, rtol=0)
+
+
+def test_weighted_classification_loss_is_the_weighted_mean_over_the_batch() -> None:
+    """method.loss_weights: sum w l / sum w, so equal weights give the plain mean (the step is not
+    scaled) and a zero weight takes a sample out of the loss and its gradient."""
+    from pipeline.method.losses import soft_classification_loss
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]], requires_grad=True)
+    targets = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    per_sample = -(targets * torch.log_softmax(logits, 1)).sum(1)
+    for kind in ("ce", "gce"):
+        plain = soft_classification_loss(logits, targets, kind)
+        assert soft_classification_loss(logits, targets, kind, weights=torch.full((3,), 0.3)).item() == \
+            pytest.approx(plain.item())
+    weighted = soft_classification_loss(logits, targets, weights=torch.tensor([1.0, 0.0, 3.0]))
+    assert weighted.item() == pytest.approx(((per_sample[0] + 3 * per_sample[2]) / 4).item())
+    weighted.backward()
+    assert torch.equal(logits.grad[1], torch.zeros(2))  # the zero-weight sample pulls nothing

@@ -257,6 +257,8 @@ def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces
     else:
         result = _no_selection(trainer.in_G)  # Algorithm 1 ends with Eq. 7: G after it is the final G
     trainer.end_round(result.in_G)
+    if m.loss_weights == "posterior":
+        trainer.set_loss_weights(_label_right_probability(trainer, ext))
     time_lof = time.perf_counter() - start
     start = time.perf_counter()
     _write_trace(trainer, labels, ext, result, flipped, traces)
@@ -317,12 +319,18 @@ def _select_and_remove(trainer: Trainer, ext: Extraction, preds: np.ndarray,
 
 def _posterior_agreement(trainer: Trainer, ext: Extraction) -> np.ndarray:
     """method.agreement "posterior": the samples whose label is right with probability at least
-    posterior_min, under T estimated from this round's predictions (the confident joint)."""
+    posterior_min (see `_label_right_probability`)."""
+    return _label_right_probability(trainer, ext) >= trainer.cell.method.posterior_min
+
+
+def _label_right_probability(trainer: Trainer, ext: Extraction) -> np.ndarray:
+    """P(current label right | x, label) per sample, under T estimated from this round's
+    predictions over S by the confident joint."""
     probs = ext.logits.softmax(1).numpy()
     labels, k = trainer.labels, trainer.data.num_classes
     transition = confident_joint_transition(probs, labels, k)
     log.debug("estimated transition matrix, diagonal: %s", np.round(np.diag(transition), 2))
-    return label_posterior(probs, labels, transition) >= trainer.cell.method.posterior_min
+    return label_posterior(probs, labels, transition)
 
 
 def _losses(ext: Extraction, labels: np.ndarray) -> np.ndarray:

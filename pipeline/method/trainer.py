@@ -128,6 +128,7 @@ class Trainer:
         self.agree_streak = np.zeros(n, dtype=np.int64)  # selection rounds in a row with ŷ == label
         self.kept: np.ndarray | None = None  # a self-picked seed kept in G all run (method.self_seed_keep)
         self.class_keep: np.ndarray | None = None  # min_class_keep "auto": the shares estimated at round one
+        self.loss_weight = np.ones(n, dtype=np.float32)  # method.loss_weights: each sample's weight in L_CE
         self.history: list[dict] = []
 
     def _data_parallel(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -167,6 +168,10 @@ class Trainer:
     def hold_class_keep(self, shares: np.ndarray) -> None:
         """min_class_keep "auto": the per-class floors estimated at the first round, held all run (rank 0's)."""
         self.class_keep = distributed.broadcast_array(shares)
+
+    def set_loss_weights(self, weights: np.ndarray) -> None:
+        """method.loss_weights: each sample's weight in the classification loss from now on (rank 0's)."""
+        self.loss_weight = distributed.broadcast_array(np.asarray(weights, dtype=np.float32))
 
     def keep_self_seed(self, seed: np.ndarray | None) -> None:
         """method.self_seed_keep: the self-picked seed stays in G, labels unchanged, all run (None: not kept)."""
@@ -270,8 +275,10 @@ class Trainer:
             query_view, key_view = views if isinstance(views, list | tuple) else (views, None)
             y = labels[pos].to(self.device)
             pair = next(unlabelled) if unlabelled is not None else None
+            weights = None if self.cell.method.loss_weights == "none" else \
+                torch.as_tensor(self.loss_weight[pos.cpu().numpy()]).to(self.device)
             losses = self._step(self.place.input(query_view), key_view, y, pos, mixup_alpha, contrastive, pair,
-                                shift)
+                                shift, weights)
             sums["steps"] += 1
             n = len(pos)
             for name in ("loss", "loss_ce", "loss_lcl", "loss_u", "pseudo_labelled"):
@@ -318,12 +325,15 @@ class Trainer:
         return stream()
 
     def _step(self, x: torch.Tensor, key_view, y: torch.Tensor, pos: torch.Tensor, mixup_alpha: float,
-              contrastive: bool, pair=None, shift: torch.Tensor | None = None) -> dict:
+              contrastive: bool, pair=None, shift: torch.Tensor | None = None,
+              weights: torch.Tensor | None = None) -> dict:
         k, b = self.data.num_classes, len(y)
         onehot = F.one_hot(y, k).float()
         x_in, targets, lam, perm = x, onehot, 1.0, None
         if mixup_alpha > 0:
             x_in, targets, lam, perm = mixup(x, onehot, mixup_alpha)
+            if weights is not None:  # a mixed sample weighs as its two labels do, by lam
+                weights = lam * weights + (1.0 - lam) * weights[perm.to(weights.device)]
         weak_probs = None
         if pair is not None:  # one forward over labelled and strong views, as FixMatch does (shared BN batch)
             views, outside = pair
@@ -337,7 +347,7 @@ class Trainer:
             out = self.forward(x_in)
             logits = out.logits.float()
             loss_ce = soft_classification_loss(logits[:b] if shift is None else logits[:b] + shift, targets,
-                                               self.cell.method.classification_loss, self.cell.method.gce_q)
+                                               self.cell.method.classification_loss, self.cell.method.gce_q, weights)
             loss_lcl = torch.zeros((), device=self.device)
             if contrastive:
                 loss_lcl = self._contrastive(out.projection[:b].float(), key_view, y, pos, lam, perm)
@@ -410,6 +420,7 @@ class Trainer:
             "agree_streak": torch.as_tensor(self.agree_streak),
             "kept": None if self.kept is None else torch.as_tensor(self.kept),
             "class_keep": None if self.class_keep is None else torch.as_tensor(self.class_keep),
+            "loss_weight": torch.as_tensor(self.loss_weight),
             "history": self.history,
         }
         if distributed.is_main():  # under torchrun rank 0 writes; the others wait for the file
@@ -448,6 +459,8 @@ class Trainer:
         self.kept = None if kept is None else kept.numpy().astype(bool)
         keep = state.get("class_keep")
         self.class_keep = None if keep is None else keep.numpy().copy()
+        weight = state.get("loss_weight")  # absent from checkpoints written before method.loss_weights
+        self.loss_weight = np.ones(len(self.in_G), dtype=np.float32) if weight is None else weight.numpy().copy()
         if not weights_only_model:
             self.epoch = state["epoch"]
             self.history = list(state["history"])
