@@ -14,6 +14,7 @@ queue, same G, labels and soft labels, same history and the same Parquet traces.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -1014,10 +1015,11 @@ def test_posterior_loss_weights_follow_each_round_even_where_G_stays_all_of_S(tm
     k = data.num_classes
     posterior = selection.label_posterior(probs, labels.given, selection.confident_joint_transition(probs, labels.given, k))
     weights = {}
+    verified = dataclasses.replace(labels, verified=True)  # keep_verified protects the seed
     for name, kind in (("weighted", "posterior"), ("plain", "none")):
         seen: list[dict] = []
         with pytest.raises(Interrupted):
-            engine.run_train(make_cell(method={**ce_switches, "loss_weights": kind}), data, labels, warm,
+            engine.run_train(make_cell(method={**ce_switches, "loss_weights": kind}), data, verified, warm,
                              tmp_path / name, on_epoch=record_then_stop(seen))
         state = load_checkpoint(tmp_path / name / engine.CHECKPOINT)
         weights[name] = state["loss_weight"].numpy()
@@ -1025,4 +1027,6 @@ def test_posterior_loss_weights_follow_each_round_even_where_G_stays_all_of_S(tm
             assert state["in_G"].all()
     assert (weights["plain"] == 1).all()
     assert weights["weighted"].min() < 0.5  # the case needs labels the model doubts
-    np.testing.assert_allclose(weights["weighted"], posterior, atol=1e-3)  # extraction batches: last float bits
+    seed = labels.init_G  # the verified seed (keep_verified): its labels are right, full weight
+    assert (weights["weighted"][seed] == 1).all() and (posterior[seed] < 0.99).any()
+    np.testing.assert_allclose(weights["weighted"][~seed], posterior[~seed], atol=1e-3)  # extraction: last bits

@@ -258,7 +258,10 @@ def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces
         result = _no_selection(trainer.in_G)  # Algorithm 1 ends with Eq. 7: G after it is the final G
     trainer.end_round(result.in_G)
     if m.loss_weights == "posterior":
-        trainer.set_loss_weights(_label_right_probability(trainer, ext))
+        weights = _label_right_probability(trainer, ext)
+        if protected is not None:
+            weights[protected] = 1.0  # a verified (or kept) label is right: full weight
+        trainer.set_loss_weights(weights)
     time_lof = time.perf_counter() - start
     start = time.perf_counter()
     _write_trace(trainer, labels, ext, result, flipped, traces)
