@@ -205,9 +205,14 @@ class MethodConfig(Section):
     # image and the label, P(y right | x, y), the posterior agreement "posterior" thresholds (T by
     # the confident joint of that round's predictions); a batch's loss is the weighted mean, so a
     # likely-wrong label pulls less without the step shrinking. Until the first round every
-    # weight is 1. "none": the paper. For runs whose G stays noisy (no verified seed), where a hard
-    # cut by a weak model throws clean samples away with the noisy ones.
-    loss_weights: Literal["none", "posterior"] = "none"
+    # weight is 1; a verified label always weighs 1. "posterior_per_class": the same weights
+    # divided by their mean over the samples sharing the label, so they rank samples within a
+    # class and every class keeps its share of the loss (with "posterior", a class the model
+    # does not predict yet gets low posteriors, so less weight, so it is learnt still less: on
+    # the validation split at sym 50 % two classes were never predicted). "none": the paper.
+    # For runs whose G stays noisy (no verified seed), where a hard cut by a weak model throws
+    # clean samples away with the noisy ones.
+    loss_weights: Literal["none", "posterior", "posterior_per_class"] = "none"
     gce_q: float = Field(0.7, gt=0.0, le=1.0)
     removal_max_prob: float = Field(1.0, gt=0.0, le=1.0)
     # Without a verified seed: after the warm-up on S, G restarts from the k samples of each label

@@ -1030,3 +1030,10 @@ def test_posterior_loss_weights_follow_each_round_even_where_G_stays_all_of_S(tm
     seed = labels.init_G  # the verified seed (keep_verified): its labels are right, full weight
     assert (weights["weighted"][seed] == 1).all() and (posterior[seed] < 0.99).any()
     np.testing.assert_allclose(weights["weighted"][~seed], posterior[~seed], atol=1e-3)  # extraction: last bits
+    with pytest.raises(Interrupted):
+        engine.run_train(make_cell(method={**ce_switches, "loss_weights": "posterior_per_class"}), data, labels, warm,
+                         tmp_path / "per-class", on_epoch=record_then_stop([]))
+    per_class = load_checkpoint(tmp_path / "per-class" / engine.CHECKPOINT)["loss_weight"].numpy()
+    expected = selection.class_normalised(posterior, labels.given, k)  # no verified seed in `labels`
+    np.testing.assert_allclose(per_class, expected, rtol=1e-2, atol=1e-3)
+    assert abs(per_class[labels.given == 0].mean() - 1) < 1e-3 and not np.allclose(per_class, posterior, atol=0.05)

@@ -545,3 +545,14 @@ def test_update_with_agrees_admits_and_removes_by_that_mask_not_by_the_predictio
     assert not result.in_G[drop].any() and result.removed[drop].all()
     plain = _update(s, lof=False)
     assert not plain.in_G[admit].any() and plain.in_G[drop].all()
+
+
+def test_class_normalised_values_average_one_per_label_and_keep_their_order_within_it() -> None:
+    from pipeline.method.selection import class_normalised
+
+    values = np.array([0.1, 0.3, 0.8, 0.4, 0.0, 0.0])
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    out = class_normalised(values, labels, 4)  # class 3 has no samples
+    assert out == pytest.approx([0.5, 1.5, 4 / 3, 2 / 3, 1.0, 1.0])  # class 2: all zero, nothing to rank
+    for c in (0, 1, 2):
+        assert out[labels == c].mean() == pytest.approx(1.0)

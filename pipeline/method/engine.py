@@ -42,6 +42,7 @@ from pipeline.method.evaluate import knn_accuracy, topk_accuracy
 from pipeline.method.models import build_model
 from pipeline.method.selection import (
     SelectionResult,
+    class_normalised,
     confidence_set_quality,
     confident_joint_transition,
     confident_per_class,
@@ -257,8 +258,10 @@ def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces
     else:
         result = _no_selection(trainer.in_G)  # Algorithm 1 ends with Eq. 7: G after it is the final G
     trainer.end_round(result.in_G)
-    if m.loss_weights == "posterior":
+    if m.loss_weights != "none":
         weights = _label_right_probability(trainer, ext)
+        if m.loss_weights == "posterior_per_class":
+            weights = class_normalised(weights, trainer.labels, trainer.data.num_classes)
         if protected is not None:
             weights[protected] = 1.0  # a verified (or kept) label is right: full weight
         trainer.set_loss_weights(weights)

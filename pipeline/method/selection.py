@@ -288,6 +288,18 @@ def label_posterior(probs: np.ndarray, labels: np.ndarray, transition: np.ndarra
     return np.divide(right, total, out=np.zeros_like(right), where=total > 0)
 
 
+def class_normalised(values: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """`values` divided by their mean over the samples sharing the label, so every label's values
+    average 1: they rank samples within a class without moving weight between classes. A class
+    whose values are all 0 gets 1 throughout (nothing to rank by)."""
+    values, labels = np.asarray(values, dtype=np.float64), np.asarray(labels, dtype=np.int64)
+    sums = np.bincount(labels, weights=values, minlength=num_classes)
+    counts = np.bincount(labels, minlength=num_classes)
+    means = np.divide(sums, counts, out=np.zeros(num_classes), where=counts > 0)
+    mean = means[labels]
+    return np.divide(values, mean, out=np.ones_like(values), where=mean > 0)
+
+
 def update_confidence_set(
     in_G: np.ndarray,
     features: Features,
