@@ -367,7 +367,7 @@ TRIALS = {
     # its share of the loss and the weights only rank samples within it.
     "seedless-weighted-per-class": {"noise": {"init": "all"}, "finetune": {"mixup_alpha": 0.0},
                                     "method": {**CE["method"], "loss_weights": "posterior_per_class"}},
-    # Validation, whole budget (code 3be6de0): sym 50 % 31.0 against CE's 27.9 (+3.1), the best
+    # Validation, whole budget (code bdccfc0): sym 50 % 31.0 against CE's 27.9 (+3.1), the best
     # seedless score at sym 50 % so far (seedless-selfseed50-kept-posterior 29.1, SEEDLESS 26.0);
     # against the validation images' clean labels 59.3 % (CE about 50), every class predicted.
     # G is all of S (recall 100 % in every class). Written before its sym 10 % trial: by the
