@@ -205,7 +205,8 @@ class MethodConfig(Section):
     # image and the label, P(y right | x, y), the posterior agreement "posterior" thresholds (T by
     # the confident joint of that round's predictions); a batch's loss is the weighted mean, so a
     # likely-wrong label pulls less without the step shrinking. Until the first round every
-    # weight is 1; a verified label always weighs 1. "posterior_per_class": the same weights
+    # weight is 1; a label known right (the verified seed under keep_verified, a kept self-seed)
+    # weighs 1; fine-tuning keeps the last round's weights. "posterior_per_class": the same weights
     # divided by their mean over the samples sharing the label, so they rank samples within a
     # class and every class keeps its share of the loss (with "posterior", a class the model
     # does not predict yet gets low posteriors, so less weight, so it is learnt still less: on

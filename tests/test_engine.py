@@ -697,8 +697,8 @@ def test_classification_loss_gce_trains_every_step_with_the_generalized_cross_en
     calls = []
     real_loss = learner.soft_classification_loss
     monkeypatch.setattr(learner, "soft_classification_loss",
-                        lambda logits, targets, kind, q, weights: calls.append((kind, q, weights)) or
-                        real_loss(logits, targets, kind, q, weights))
+                        lambda logits, targets, kind, q, weights, total: calls.append((kind, q, weights)) or
+                        real_loss(logits, targets, kind, q, weights, total))
     trainer = Trainer(make_cell(method={"classification_loss": "gce", "gce_q": 0.5}), data, labels, lr=0.0,
                       momentum=0.0, weight_decay=0.0, key_encoder=False)
     with Progress(False, "", 0) as quiet:
@@ -1037,3 +1037,48 @@ def test_posterior_loss_weights_follow_each_round_even_where_G_stays_all_of_S(tm
     expected = selection.class_normalised(posterior, labels.given, k)  # no verified seed in `labels`
     np.testing.assert_allclose(per_class, expected, rtol=1e-2, atol=1e-3)
     assert abs(per_class[labels.given == 0].mean() - 1) < 1e-3 and not np.allclose(per_class, posterior, atol=0.05)
+
+
+def test_each_step_weighs_its_samples_by_their_loss_weight_and_mixup_keeps_a_zero_weight_label_out(
+        monkeypatch, data, labels) -> None:
+    """The classification loss gets `loss_weight[pos]` for the drawn samples; under mixup each label
+    of a mixed pair weighs in its own target, so a label of weight 0 puts no mass in any target
+    (here every label 0 weighs 0 and every other label 1)."""
+    seen = []
+    real_loss = learner.soft_classification_loss
+
+    def spy(logits, targets, kind, q, weights, total):
+        seen.append((targets.detach().clone(), None if weights is None else weights.detach().clone()))
+        return real_loss(logits, targets, kind, q, weights, total)
+
+    monkeypatch.setattr(learner, "soft_classification_loss", spy)
+    cell = make_cell(method={"loss_weights": "posterior"})
+    trainer = Trainer(cell, data, labels, lr=0.0, momentum=0.0, weight_decay=0.0, key_encoder=False)
+    trainer.include_all()
+    trainer.set_loss_weights((labels.given != 0).astype(np.float32))
+    with Progress(False, "", 0) as quiet:
+        trainer.run_epoch(engine._train_transform(cell, data), lr=0.0, batch_size=8, mixup_alpha=1.0,
+                          contrastive=False, seed_epoch=0, progress=quiet)
+    assert seen and all(w is not None for _, w in seen)
+    mixed = torch.cat([w for _, w in seen])
+    assert ((mixed > 0) & (mixed < 1)).any()  # the case needs pairs of a weight-0 and a weight-1 label
+    for targets, weights in seen:
+        assert torch.all((targets * weights[:, None])[:, 0].abs() < 1e-6)  # label 0 carries no weight anywhere
+        assert torch.allclose(targets.sum(1)[weights > 0], torch.ones(int((weights > 0).sum())))
+    seen.clear()
+    with Progress(False, "", 0) as quiet:  # without mixup the weights are exactly loss_weight of the drawn rows
+        trainer.run_epoch(engine._train_transform(cell, data), lr=0.0, batch_size=8, mixup_alpha=0.0,
+                          contrastive=False, seed_epoch=1, progress=quiet)
+    drawn = torch.cat([t.argmax(1) for t, _ in seen])
+    weights = torch.cat([w for _, w in seen])
+    assert torch.equal(weights, (drawn != 0).float())  # a label-0 row weighs 0, every other row 1
+
+
+def test_a_checkpoint_from_before_loss_weights_restores_every_weight_to_one(tmp_path, data, labels, warm) -> None:
+    state = load_checkpoint(warm)
+    state.pop("loss_weight", None)
+    trainer = Trainer(make_cell(method={"loss_weights": "posterior"}), data, labels, lr=0.0, momentum=0.0,
+                      weight_decay=0.0, key_encoder=True)
+    trainer.loss_weight[:] = 0.5
+    trainer.restore(state)
+    assert (trainer.loss_weight == 1).all()

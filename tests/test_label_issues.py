@@ -210,3 +210,20 @@ def test_the_cli_summary_says_how_many_suggestions_it_would_accept_even_when_non
     assert quality_lines({}, 0.9) == []  # a user's own labels: no truth, no figures
     without_confidence = detection_quality(table.drop(columns="suggestion_confidence"))
     assert len(quality_lines(without_confidence, 0.9)) == 1  # nothing to say about confident suggestions
+
+
+def test_a_label_the_noise_model_cannot_read_falls_back_to_the_model_and_kept_samples_stay_under_the_cut() -> None:
+    """T[1, 1] = 0 (a weak model's estimate for a class it never predicts) would call every label 1
+    wrong: those rows read the model alone, and a kept sample never reaches the cut even at
+    probability 0 for its label. A relabelled sample's confidence is the model's own."""
+    given, probs = np.array([1, 1, 0]), np.array([[0.3, 0.7, 0.0], [0.4, 0.6, 0.0], [0.1, 0.3, 0.6]])
+    transition = np.array([[0.5, 0.5, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    current = np.array([1, 1, 2])  # sample 2 relabelled 0 -> 2 by Eq. 7
+    table = find_label_issues(given, current, np.array([True, False, True]), probs,
+                              transition=transition).set_index("index")
+    assert table.loc[0, "p_label_right"] == pytest.approx(0.7) and table.loc[0, "suggested_label"] == 1
+    assert not table.loc[0, "is_issue"] and table.loc[1, "is_issue"]
+    kept_at_zero = find_label_issues(np.array([0]), np.array([0]), np.array([True]), np.array([[0.0, 1.0]]))
+    assert kept_at_zero["issue_score"].item() < ISSUE_CUT and not kept_at_zero["is_issue"].item()
+    # under T, class 2 is never given label 0 (posterior 0); the model itself gives it 0.6
+    assert table.loc[2, "suggested_label"] == 2 and table.loc[2, "suggestion_confidence"] == pytest.approx(0.6)

@@ -100,9 +100,11 @@ def find_label_issues(
     relabelled = current != given
     rejected = ~in_G | relabelled
     score = 1.0 - p_right
-    if uses_confidence_set:
-        score = 0.5 * rejected + 0.5 * score
+    if uses_confidence_set:  # a kept sample stays under the cut even where its label has probability 0
+        score = np.where(rejected, 0.5 + 0.5 * score, np.minimum(0.5 * score, np.nextafter(ISSUE_CUT, 0.0)))
     suggested = np.where(relabelled, current, true_posterior.argmax(1))
+    # Eq. 7's label is the run's, not the posterior's: its confidence is the model's own
+    confidence = np.where(relabelled, probs[rows, suggested], true_posterior[rows, suggested])
     frame = pd.DataFrame({
         "index": np.arange(n) if index is None else np.asarray(index),
         "given_label": given,
@@ -111,7 +113,7 @@ def find_label_issues(
         "is_issue": score >= ISSUE_CUT,
         "p_given": p_given,
         "p_label_right": p_right,
-        "suggestion_confidence": true_posterior[rows, suggested],
+        "suggestion_confidence": confidence,
         "in_final_G": in_G,
         "relabelled": relabelled,
         "share_epochs_in_G": np.full(n, np.nan) if share_in_G is None else share_in_G,
@@ -135,11 +137,15 @@ def estimate_transition(probs: np.ndarray, given: np.ndarray, num_classes: int) 
 
 
 def _true_class_posterior(probs: np.ndarray, given: np.ndarray, transition: np.ndarray) -> np.ndarray:
-    """P(true class c | x, given y) ∝ p(c|x) T[c, y], per row; a row with no mass under T (a label
-    no class is ever given as) falls back to the model's own probabilities."""
-    joint = probs * np.asarray(transition, dtype=np.float64)[:, given].T
+    """P(true class c | x, given y) ∝ p(c|x) T[c, y], per row. A row whose label T cannot read
+    falls back to the model's own probabilities: no class is ever given it (no mass), or T says
+    no sample of the class keeps it (T[y, y] = 0, a weak model's estimate for a class it never
+    predicts, which would call every such label wrong)."""
+    transition = np.asarray(transition, dtype=np.float64)
+    joint = probs * transition[:, given].T
     total = joint.sum(1, keepdims=True)
-    return np.where(total > 0, joint / np.where(total > 0, total, 1.0), probs)
+    readable = (total > 0) & (transition[given, given] > 0)[:, None]
+    return np.where(readable, joint / np.where(total > 0, total, 1.0), probs)
 
 
 def confidence_set_shares(given: np.ndarray, in_G: np.ndarray, num_classes: int) -> dict[str, float]:

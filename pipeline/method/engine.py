@@ -259,12 +259,7 @@ def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces
         result = _no_selection(trainer.in_G)  # Algorithm 1 ends with Eq. 7: G after it is the final G
     trainer.end_round(result.in_G)
     if m.loss_weights != "none":
-        weights = _label_right_probability(trainer, ext)
-        if m.loss_weights == "posterior_per_class":
-            weights = class_normalised(weights, trainer.labels, trainer.data.num_classes)
-        if protected is not None:
-            weights[protected] = 1.0  # a verified (or kept) label is right: full weight
-        trainer.set_loss_weights(weights)
+        trainer.set_loss_weights(_loss_weights(trainer, ext, labels))
     time_lof = time.perf_counter() - start
     start = time.perf_counter()
     _write_trace(trainer, labels, ext, result, flipped, traces)
@@ -327,6 +322,20 @@ def _posterior_agreement(trainer: Trainer, ext: Extraction) -> np.ndarray:
     """method.agreement "posterior": the samples whose label is right with probability at least
     posterior_min (see `_label_right_probability`)."""
     return _label_right_probability(trainer, ext) >= trainer.cell.method.posterior_min
+
+
+def _loss_weights(trainer: Trainer, ext: Extraction, labels: TrainingLabels) -> np.ndarray:
+    """method.loss_weights: P(label right | x, label) per sample, 1 for a label known right (the
+    verified seed under keep_verified, a kept self-seed), and with "posterior_per_class" divided
+    by the label's mean so every class keeps its share of the loss."""
+    weights = _label_right_probability(trainer, ext)
+    known = labels.init_G if (labels.verified and trainer.cell.method.keep_verified) else np.zeros(len(weights), bool)
+    if trainer.kept is not None:
+        known = known | trainer.kept
+    weights[known] = 1.0
+    if trainer.cell.method.loss_weights == "posterior_per_class":
+        weights = class_normalised(weights, trainer.labels, trainer.data.num_classes)
+    return weights
 
 
 def _label_right_probability(trainer: Trainer, ext: Extraction) -> np.ndarray:

@@ -77,17 +77,20 @@ def mixup(
     return mixed_x, mixed_targets, lam, perm
 
 
-def _batch_mean(per_sample: Tensor, weights: Tensor | None) -> Tensor:
+def _batch_mean(per_sample: Tensor, weights: Tensor | None, total: float | None = None) -> Tensor:
     """The batch's mean loss, or with per-sample `weights` their weighted mean (sum w l / sum w):
     only the weights' ratios count, so reweighting moves the loss between samples without
-    scaling the step."""
+    scaling the step. `total` replaces sum w (under DDP: the global batch's sum over the ranks,
+    so the ranks' averaged gradients are the global batch's weighted mean)."""
     if weights is None:
         return per_sample.mean()
     weights = weights.float()
-    return (weights * per_sample).sum() / weights.sum().clamp_min(1e-12)
+    denominator = weights.sum() if total is None else torch.as_tensor(total, dtype=torch.float32)
+    return (weights * per_sample).sum() / denominator.clamp_min(1e-12)
 
 
-def soft_cross_entropy(logits: Tensor, soft_targets: Tensor, weights: Tensor | None = None) -> Tensor:
+def soft_cross_entropy(logits: Tensor, soft_targets: Tensor, weights: Tensor | None = None,
+                       total: float | None = None) -> Tensor:
     """Batch mean of -sum_k p_k log softmax(logits)_k (cross-entropy against soft targets);
     weighted by `weights` per sample when given (see `_batch_mean`).
 
@@ -98,10 +101,11 @@ def soft_cross_entropy(logits: Tensor, soft_targets: Tensor, weights: Tensor | N
             f"logits and soft targets differ in shape: {tuple(logits.shape)} vs {tuple(soft_targets.shape)}"
         )
     log_p = F.log_softmax(logits.float(), dim=1)
-    return _batch_mean(-(soft_targets.float() * log_p).sum(dim=1), weights)
+    return _batch_mean(-(soft_targets.float() * log_p).sum(dim=1), weights, total)
 
 
-def generalized_cross_entropy(logits: Tensor, soft_targets: Tensor, q: float, weights: Tensor | None = None) -> Tensor:
+def generalized_cross_entropy(logits: Tensor, soft_targets: Tensor, q: float, weights: Tensor | None = None,
+                              total: float | None = None) -> Tensor:
     """Batch mean of sum_k p_k (1 - softmax(logits)_k ** q) / q: the generalized cross-entropy
     of Zhang & Sabuncu (NeurIPS 2018), against soft targets (a mixed pair counts each label by
     its weight). q -> 0 gives cross-entropy, q = 1 the mean absolute error (halved). For a one-hot
@@ -116,18 +120,18 @@ def generalized_cross_entropy(logits: Tensor, soft_targets: Tensor, q: float, we
         )
     # 1 - p ** q as -expm1(q log p): no 0 ** q gradient, and no cancellation where p ** q is near 1
     one_minus_p_q = -torch.expm1(q * F.log_softmax(logits.float(), dim=1))
-    return _batch_mean((soft_targets.float() * one_minus_p_q / q).sum(dim=1), weights)
+    return _batch_mean((soft_targets.float() * one_minus_p_q / q).sum(dim=1), weights, total)
 
 
 def soft_classification_loss(logits: Tensor, soft_targets: Tensor, kind: str = "ce", q: float = 0.7,
-                             weights: Tensor | None = None) -> Tensor:
+                             weights: Tensor | None = None, total: float | None = None) -> Tensor:
     """L_CE of Eq. 5 against soft targets: cross-entropy ("ce", the paper) or the generalized
     cross-entropy ("gce", `method.classification_loss`) with exponent q; a weighted mean over the
-    batch with per-sample `weights` (`method.loss_weights`)."""
+    batch with per-sample `weights` (`method.loss_weights`; `total`: see `_batch_mean`)."""
     if kind == "ce":
-        return soft_cross_entropy(logits, soft_targets, weights)
+        return soft_cross_entropy(logits, soft_targets, weights, total)
     if kind == "gce":
-        return generalized_cross_entropy(logits, soft_targets, q, weights)
+        return generalized_cross_entropy(logits, soft_targets, q, weights, total)
     raise ValueError(f"classification loss {kind!r}: expected 'ce' or 'gce'")
 
 

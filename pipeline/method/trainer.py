@@ -332,8 +332,14 @@ class Trainer:
         x_in, targets, lam, perm = x, onehot, 1.0, None
         if mixup_alpha > 0:
             x_in, targets, lam, perm = mixup(x, onehot, mixup_alpha)
-            if weights is not None:  # a mixed sample weighs as its two labels do, by lam
-                weights = lam * weights + (1.0 - lam) * weights[perm.to(weights.device)]
+            if weights is not None:  # each label of a mixed pair weighs in its own target (CE and GCE are linear in it)
+                other = weights[perm.to(weights.device)]
+                weighted = lam * weights[:, None] * onehot + (1.0 - lam) * other[:, None] * onehot[perm.to(onehot.device)]
+                weights = lam * weights + (1.0 - lam) * other
+                targets = weighted / weights.clamp_min(1e-12)[:, None]  # times the weight again in the weighted mean
+        total = None
+        if weights is not None and distributed.active():  # the global batch's weighted mean (see losses._batch_mean)
+            total = distributed.all_reduce_sum([float(weights.sum())])[0] / distributed.world_size()
         weak_probs = None
         if pair is not None:  # one forward over labelled and strong views, as FixMatch does (shared BN batch)
             views, outside = pair
@@ -347,7 +353,8 @@ class Trainer:
             out = self.forward(x_in)
             logits = out.logits.float()
             loss_ce = soft_classification_loss(logits[:b] if shift is None else logits[:b] + shift, targets,
-                                               self.cell.method.classification_loss, self.cell.method.gce_q, weights)
+                                               self.cell.method.classification_loss, self.cell.method.gce_q, weights,
+                                               total)
             loss_lcl = torch.zeros((), device=self.device)
             if contrastive:
                 loss_lcl = self._contrastive(out.projection[:b].float(), key_view, y, pos, lam, perm)
