@@ -20,6 +20,7 @@ from pipeline.analysis.label_issues import (
     detection_quality,
     estimate_transition,
     find_label_issues,
+    kept_samples,
     trace_summary,
 )
 from pipeline.config import CellConfig
@@ -72,8 +73,8 @@ def write(ctx: StageContext, data: Dataset, labels: TrainingLabels, probs: np.nd
     issues = build(ctx, data, labels, probs)
     # a figure with nothing to measure (no suggestion confident enough) is left out: JSON has no NaN
     quality = {k: v for k, v in detection_quality(issues).items() if np.isfinite(v)}
-    shares = confidence_set_shares(issues["given_label"].to_numpy(), issues["in_final_G"].to_numpy(),
-                                   data.num_classes)
+    shares = confidence_set_shares(issues["given_label"].to_numpy(),
+                                   kept_samples(issues, not ctx.cell.method.keeps_all), data.num_classes)
     _write_table(issues, ctx)
     write_json(ctx.paths.label_issues_metrics, {"status": "done", "samples": len(issues),
                                                 "flagged": int(issues["is_issue"].sum()), **quality, **shares})

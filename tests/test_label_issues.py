@@ -227,3 +227,12 @@ def test_a_label_the_noise_model_cannot_read_falls_back_to_the_model_and_kept_sa
     assert kept_at_zero["issue_score"].item() < ISSUE_CUT and not kept_at_zero["is_issue"].item()
     # under T, class 2 is never given label 0 (posterior 0); the model itself gives it 0.6
     assert table.loc[2, "suggested_label"] == 2 and table.loc[2, "suggestion_confidence"] == pytest.approx(0.6)
+
+
+def test_kept_samples_are_G_or_for_a_run_without_one_the_unflagged() -> None:
+    from pipeline.analysis.label_issues import kept_samples
+
+    table = find_label_issues(GIVEN, GIVEN, np.ones(5, bool), PROBS, uses_confidence_set=False)
+    assert kept_samples(table, uses_confidence_set=True).all()  # G = S says nothing
+    np.testing.assert_array_equal(kept_samples(table, uses_confidence_set=False), ~table["is_issue"].to_numpy())
+    assert not kept_samples(table, uses_confidence_set=False).all()

@@ -148,6 +148,15 @@ def _true_class_posterior(probs: np.ndarray, given: np.ndarray, transition: np.n
     return np.where(readable, joint / np.where(total > 0, total, 1.0), probs)
 
 
+def kept_samples(issues: pd.DataFrame, uses_confidence_set: bool) -> np.ndarray:
+    """What a run kept under its given labels, per row of `issues`: its final G, or, for a run
+    whose G is all of S (cross-entropy's switches, with or without loss weights), the samples it
+    does not flag, so the shares below still say how much of each class it believes."""
+    if uses_confidence_set:
+        return issues["in_final_G"].to_numpy(dtype=bool)
+    return ~issues["is_issue"].to_numpy(dtype=bool)
+
+
 def confidence_set_shares(given: np.ndarray, in_G: np.ndarray, num_classes: int) -> dict[str, float]:
     """How much of each class the final G kept, without clean labels: per class, the share (%) of
     the samples given that label that are in G. What a user with no verified labels can watch:

@@ -102,7 +102,8 @@ def _label_issues_markdown(frame: pd.DataFrame) -> str:
         "(%) of those suggestions. Without clean labels, watch the last columns: G_share is "
         "the share (%) of the training set the final confidence set kept, G_class_share_min the smallest share "
         "of any class's samples (by given label) it kept, and G_weakest_class that class. A class near 0 % was "
-        "emptied (the model gave up on it); G_share near 100 % means nothing was removed.", "",
+        "emptied (the model gave up on it); G_share near 100 % means nothing was removed. For a cell whose G "
+        "is all of S (cross-entropy's switches, loss weights) the shares count the samples it does not flag.", "",
         markdown_table(frame), ""])
 
 
