@@ -569,7 +569,10 @@ def markdown(records: list[dict], timings: list[dict] = ()) -> str:
              "the most perfect selection could give; it chose nothing. mtadcs-seedless-v4 (seedless-selfseed50-kept-"
              "posterior) was picked on validation by a tie-break written before its test cell, but its G misses "
              "issue 17's 50 % of every class's clean samples (on validation too), so it is not admissible and only "
-             "its sym 50 % cell ran.", "",
+             "its sym 50 % cell ran. mtadcs-seedless (seedless-weighted-per-class: cross-entropy's switches with the "
+             "loss weighted by the per-class normalised posterior that each label is right) was picked on validation "
+             "alone (sym 10 % and sym 50 %, by the seedless rule); its cells ran as mtadcs-seedless-v5, and the set "
+             "it replaced keeps its records as mtadcs-seedless-p05.", "",
              "Wall / CE divides a cell's wall time by CE's at the same setting on one machine with one code as "
              "far as the files tell: the cell's latest `time` rerun over CE's latest rerun before it there, else "
              "the record (its wall_s) over CE's latest wall on its machine dated no later; – where CE was never "
