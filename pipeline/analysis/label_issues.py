@@ -38,8 +38,6 @@ import math
 import numpy as np
 import pandas as pd
 
-from pipeline.method.selection import confident_joint_transition
-
 ISSUE_CUT = 0.5  # the recommended threshold on `issue_score` (see the module docstring)
 # The default for accepting a suggestion (`mtadcs label-issues --cleaned --min-confidence`): a
 # suggestion is only as right as the model, so the cleaned label set relabels a flagged sample
@@ -133,6 +131,9 @@ def estimate_transition(probs: np.ndarray, given: np.ndarray, num_classes: int) 
     """The noise model of a run's export: T[i, j] = p(given j | true i) from the final model's
     probabilities on the training images by the confident joint (the estimate MTaDCS's own
     posterior agreement uses each round)."""
+    # imported here: the report stage reads this module's constants and must not import torch
+    from pipeline.method.selection import confident_joint_transition
+
     return confident_joint_transition(probs, given, num_classes)
 
 
