@@ -236,3 +236,41 @@ def test_kept_samples_are_G_or_for_a_run_without_one_the_unflagged() -> None:
     assert kept_samples(table, uses_confidence_set=True).all()  # G = S says nothing
     np.testing.assert_array_equal(kept_samples(table, uses_confidence_set=False), ~table["is_issue"].to_numpy())
     assert not kept_samples(table, uses_confidence_set=False).all()
+
+
+def test_an_own_folder_cell_with_the_seedless_loss_weights_runs_end_to_end(tmp_path) -> None:
+    """The seedless set on a user's own folder (G = S, loss weights): every stage runs, the weights
+    the run trained with average 1 within each class (their values are tests/test_engine.py's), and
+    the class shares in the label-issue metrics count the unflagged samples (G alone says 100 %)."""
+    import json
+
+    import torch
+    import yaml
+
+    from stages import evaluate, noise, training
+    from stages.common import context
+    from tests.fixtures import write_image_tree
+
+    write_image_tree(tmp_path / "imgs", {"train": {"cat": 12, "dog": 12}, "test": {"cat": 2, "dog": 2}})
+    switches = {"lof": False, "confidence_set": False, "removal": False, "contrastive": False, "mixup": False,
+                "label_correction": False, "loss_weights": "posterior_per_class"}
+    params = {"data": {"dataset": "folder", "path": "imgs", "image_size": 8}, "noise": {"kind": "none"},
+              "model": {"width": 2, "proj_dim": 8}, "method": switches,
+              "optim": {"epochs": 3, "warmup_epochs": 1, "lr_milestones": [], "batch_size": 8},
+              "finetune": {"epochs": 1, "batch_size": 8, "mixup_alpha": 0.0}, "evaluate": {"knn_k": 3},
+              "runtime": {"threads": 1, "progress": "log"}, "tracking": {"enabled": False}, "runs": {"mine": {}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    ctx = context(tmp_path, "params.yaml", "mine")
+    noise.run(ctx)
+    for stage in ("warmup", "train", "finetune"):
+        training.run(ctx, stage)
+    evaluate.run(ctx)
+
+    state = torch.load(ctx.paths.stage_dir("train") / "checkpoint.pt", map_location="cpu", weights_only=False)
+    weights, given = state["loss_weight"].numpy(), state["labels"].numpy()
+    assert state["in_G"].all() and np.isfinite(weights).all() and (weights >= 0).all()
+    for c in (0, 1):
+        assert weights[given == c].mean() == pytest.approx(1.0, abs=1e-4)
+    metrics = json.loads((tmp_path / "metrics/label_issues/mine.json").read_text())
+    table = pd.read_parquet(tmp_path / "data/issues/mine.parquet")
+    assert metrics["G_share"] == pytest.approx(100.0 * (~table["is_issue"]).mean())
