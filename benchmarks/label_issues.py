@@ -222,7 +222,9 @@ def markdown(records: list[dict]) -> str:
              "(the CE cell's measured time). Protocol v2: both sides train 2000 optimizer steps in all, and nothing "
              "was tuned on x_test. Caveat: the issue score's form was chosen after comparing a few candidate rules "
              "(model disagreement alone, share of epochs in G, final G) on the sym 50 % cell against its clean "
-             "labels, so that cell's MTaDCS figure is not held out; sym 80 % and asym 40 % are. cleanlab runs with "
+             "labels, so that cell's MTaDCS figure is not held out; sym 80 % and asym 40 % are. The suggestion rule "
+             "(the likeliest true class given the image and its label, through T from the confident joint) was "
+             "chosen on the validation split's tuning cells, never on these cells. cleanlab runs with "
              "its defaults. See the docstring of benchmarks/label_issues.py.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
