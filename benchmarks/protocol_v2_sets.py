@@ -85,6 +85,9 @@ BEST_V5: dict = {"method": {"label_correction": False, "agreement": "posterior",
 # mtadcs-best (docs/benchmark-log.md: that reading of the rule came after these two cells), so BEST stays
 # BEST_V5 and v6's sym 80 % cell was not run.
 BEST_V6: dict = {"method": {**BEST_V5["method"], "posterior_min": 0.7}}
+# BEST_V5 with every epoch drawing from all of S, non-members of G at the posterior that their
+# label is right (TRIALS' paper-no-lc-posterior80-adjusted-soft; why, and its rule, beside it).
+BEST_V7: dict = {"method": {**BEST_V5["method"], "outside_g_draws": "posterior"}}
 BEST: dict = BEST_V5
 # Diagnosis, not a method: the best set's training on an oracle G, every correctly labelled
 # sample from the start and nothing admitted or removed (the verified seed takes every clean
@@ -153,7 +156,8 @@ METHODS = {"ce": CE, "mtadcs-paper": PAPER, "mtadcs-best": BEST, "mtadcs-best-v1
            "ce-seed1": CE_SEED1, "mtadcs-best-seed1": BEST_SEED1, "mtadcs-best-v3-seed1": BEST_V3_SEED1,
            "mtadcs-best-v5": BEST_V5, "mtadcs-best-oracle": BEST_ORACLE, "mtadcs-best-v6": BEST_V6,
            "ce-seed2": CE_SEED2, "mtadcs-best-seed2": BEST_SEED2, "ce-seed3": CE_SEED3,
-           "mtadcs-best-seed3": BEST_SEED3, "mtadcs-seedless-v4": SEEDLESS_V4, "mtadcs-seedless-v5": SEEDLESS_V5}
+           "mtadcs-best-seed3": BEST_SEED3, "mtadcs-seedless-v4": SEEDLESS_V4, "mtadcs-seedless-v5": SEEDLESS_V5,
+           "mtadcs-best-v7": BEST_V7}
 # The cells of the benchmark: the method issue's three methods at three settings, the seedless
 # set beside CE at sym 10 % (do no harm), sym 50 % and asym 40 %, CE and the best set with another seed,
 # the posterior set's own cells, and the oracle-G diagnosis at asym 40 %.
@@ -378,6 +382,19 @@ TRIALS = {
     # is learnt still less. The same weights divided by their label's mean, so each class keeps
     # its share of the loss and the weights only rank samples within it.
     "seedless-weighted-per-class": SEEDLESS_V5,
+    # The weighting that carried the seedless set, on the seeded best set (issue 12's asym 40 %
+    # miss): a hard cut by agreement leaves the clean samples the model is not yet sure of out of
+    # training for good (the best set's final asym 40 % G held 49 % of its weakest class's clean
+    # samples; the oracle-G cell, 72.2 against 67.7, puts the shortfall there; cross-entropy on
+    # all images has the better features, kNN 73.3 against 67.7). Here every epoch draws from all
+    # of S, a member of G at weight 1 and a non-member at the posterior that its label is right
+    # (method.outside_g_draws), at no cost in steps. Rule written before either trial (code
+    # of this commit): it replaces BEST if its asym 40 % whole-budget validation top-1 is at
+    # least one point over BEST's 59.7 (v6 led by 0.6 there and trailed on x_test) and its sym
+    # 50 % half-budget score at most one point under BEST's 29.5; its test cells then run as
+    # mtadcs-best-v7 at the three settings, and it is admissible only if they meet the wall-time
+    # target and the sym 50 % G target (precision >= 95 %, recall >= 70 %).
+    "paper-no-lc-posterior80-adjusted-soft": BEST_V7,
     # Validation, whole budget (code bdccfc0): sym 50 % 31.0 against CE's 27.9 (+3.1), the best
     # seedless score at sym 50 % so far (seedless-selfseed50-kept-posterior 29.1, SEEDLESS 26.0);
     # against the validation images' clean labels 59.3 % (CE about 50), every class predicted.

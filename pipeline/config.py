@@ -214,6 +214,15 @@ class MethodConfig(Section):
     # For runs whose G stays noisy (no verified seed), where a hard cut by a weak model throws
     # clean samples away with the noisy ones.
     loss_weights: Literal["none", "posterior", "posterior_per_class"] = "none"
+    # Soft membership of G for the samples outside it: "posterior" makes every epoch that draws
+    # its steps (optim / finetune iters_per_epoch "S" or a number) draw from all of S, a member of
+    # G with weight 1 and a non-member with P(label right | x, label), the posterior above, from
+    # the last selection round (0 until the first). A hard cut leaves the correctly labelled
+    # samples the model is not yet sure of out of training for good; here they count in
+    # proportion to how likely their label is right (importance sampling of the reweighted loss,
+    # Liu & Tao 2016, with G's members taken as right). Only members of G are queries or keys of
+    # Eq. 4. "none": the paper (draws from G alone).
+    outside_g_draws: Literal["none", "posterior"] = "none"
     gce_q: float = Field(0.7, gt=0.0, le=1.0)
     removal_max_prob: float = Field(1.0, gt=0.0, le=1.0)
     # Without a verified seed: after the warm-up on S, G restarts from the k samples of each label
@@ -279,6 +288,9 @@ class MethodConfig(Section):
         if self.agreement == "posterior" and self.agreement_min_prob > 0:
             raise ValueError("method.agreement 'posterior' replaces agreement_min_prob's rule: set one of them "
                              "(posterior_min is the posterior's threshold)")
+        if self.outside_g_draws != "none" and self.keeps_all:
+            raise ValueError(f"method.outside_g_draws {self.outside_g_draws!r} needs lof or confidence_set on "
+                             "(G = S leaves nothing outside G)")
         if self.semi_supervised == "forward" and self.warmup_set != "all":
             raise ValueError("method.semi_supervised 'forward' needs warmup_set 'all': the transition matrix is "
                              "read off a model trained on the noisy labels")
@@ -423,6 +435,11 @@ class CellConfig(Section):
         if self.method.self_seed_per_class and self.noise.seeded:
             raise ValueError("method.self_seed_per_class picks a seed for runs without one, and noise.init "
                              "'verified' gives one; set it to 0, or noise.init to all")
+        if self.method.outside_g_draws != "none" and self.optim.iters_per_epoch == "G":
+            raise ValueError("method.outside_g_draws draws each epoch's steps from all of S: set optim.iters_per_epoch "
+                             "to 'S' or a number of steps (a pass over G has no draws)")
+        if self.method.outside_g_draws != "none" and self.optim.class_balanced:
+            raise ValueError("method.outside_g_draws and optim.class_balanced each set the draw weights: set one of them")
         return self
 
 

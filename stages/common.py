@@ -148,7 +148,7 @@ def switch_set(cell: CellConfig) -> str:
 VARIANT_FIELDS = ("warmup_set", "selection_model", "semi_supervised", "loss_filter", "lof_reference", "lof_space",
                   "removal_patience", "selection_patience", "agreement_min_prob", "min_class_keep", "removal_max_prob",
                   "self_seed_per_class", "self_seed_keep", "min_class_share", "logit_adjustment",
-                  "classification_loss", "agreement", "loss_weights")
+                  "classification_loss", "agreement", "loss_weights", "outside_g_draws")
 
 
 @contextlib.contextmanager

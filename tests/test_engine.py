@@ -1082,3 +1082,78 @@ def test_a_checkpoint_from_before_loss_weights_restores_every_weight_to_one(tmp_
     trainer.loss_weight[:] = 0.5
     trainer.restore(state)
     assert (trainer.loss_weight == 1).all()
+
+
+def test_epoch_order_with_outside_weights_draws_non_members_in_proportion_and_never_a_zero_weight() -> None:
+    """method.outside_g_draws: members of G draw at weight 1, a non-member at its weight; all-zero
+    weights outside G (before the first round) leave G's own shuffled passes."""
+    in_G = np.zeros(300, dtype=bool)
+    in_G[:100] = True
+    outside = np.zeros(300, dtype=np.float32)
+    outside[100:200] = 0.5  # 100 non-members at half a member's weight, 100 at 0
+    outside[:100] = 0.0  # a member's own weight is ignored: members draw at 1
+    labels = np.arange(300) % 3
+    order = epoch_order(in_G, labels, iters=300, batch_size=40, class_balanced=False,
+                        generator=torch.Generator().manual_seed(0), outside_weights=outside)
+    assert len(order) == 12000 and not (order >= 200).any()
+    share = np.mean(~in_G[order])
+    assert 0.3 < share < 0.37  # expected 50 / 150 = 0.333 (sd 0.004 over 12000 draws)
+    plain = epoch_order(in_G, labels, iters=5, batch_size=8, class_balanced=False,
+                        generator=torch.Generator().manual_seed(0))
+    none_yet = epoch_order(in_G, labels, iters=5, batch_size=8, class_balanced=False,
+                           generator=torch.Generator().manual_seed(0), outside_weights=np.zeros(300))
+    assert np.array_equal(plain, none_yet)
+
+
+def test_outside_g_draws_set_each_rounds_posterior_and_keep_eq4_to_members_of_G(tmp_path, data, labels, warm) -> None:
+    """method.outside_g_draws "posterior": the round after the warm-up sets each sample's draw weight to
+    the posterior that its label is right (the checkpoint carries it); the next epoch's steps
+    then draw non-members too, yet only members of G are queries' labels or keys in the queue."""
+    probs = engine.extract_checkpoint(make_cell(), data, warm).logits.softmax(1).numpy()
+    k = data.num_classes
+    posterior = selection.label_posterior(probs, labels.given, selection.confident_joint_transition(probs, labels.given, k))
+    cell = make_cell(method={"outside_g_draws": "posterior"}, optim={"iters_per_epoch": "S"})
+    seen: list[dict] = []
+    with pytest.raises(Interrupted):
+        engine.run_train(cell, data, labels, warm, tmp_path / "soft", on_epoch=record_then_stop(seen))
+    state = load_checkpoint(tmp_path / "soft" / engine.CHECKPOINT)
+    draw = state["draw_weight"].numpy()
+    np.testing.assert_allclose(draw, posterior, atol=1e-3)
+    in_G = state["in_G"].numpy()
+    assert (~in_G).any() and (draw[~in_G] > 0.01).sum() >= 8  # the case needs non-members that can be drawn
+    trainer = Trainer(cell, data, labels, lr=0.01, momentum=0.9, weight_decay=0.0, key_encoder=True)
+    trainer.restore(state)
+    drawn: list[np.ndarray] = []
+    real_step = trainer._step
+
+    def spy(x, key_view, y, pos, *args, **kwargs):
+        drawn.append(pos.numpy().copy())
+        return real_step(x, key_view, y, pos, *args, **kwargs)
+
+    trainer._step = spy
+    with Progress(False, "", 0) as quiet:
+        trainer.run_epoch(engine._train_transform(cell, data), lr=0.01, batch_size=8, mixup_alpha=1.0,
+                          contrastive=True, seed_epoch=trainer.epoch, progress=quiet, iters=40)
+    drawn_all = np.concatenate(drawn)
+    assert (~in_G[drawn_all]).any()  # 320 draws with a non-member's mass >= 8 * 0.01 of ~|G|: certain
+    queued = trainer.queue.positions[trainer.queue.positions >= 0].numpy()
+    assert len(queued) and in_G[queued].all()
+
+
+def test_outside_g_draws_needs_drawn_epochs_and_a_G_smaller_than_S() -> None:
+    with pytest.raises(UserError, match="iters_per_epoch"):
+        make_cell(method={"outside_g_draws": "posterior"})
+    with pytest.raises(UserError, match="class_balanced"):
+        make_cell(method={"outside_g_draws": "posterior"}, optim={"iters_per_epoch": "S", "class_balanced": True})
+    with pytest.raises(UserError, match="nothing outside G"):
+        make_cell(method={"outside_g_draws": "posterior", "lof": False, "confidence_set": False},
+                  optim={"iters_per_epoch": "S"})
+
+
+def test_a_checkpoint_from_before_outside_g_draws_restores_every_draw_weight_to_zero(data, labels, warm) -> None:
+    state = load_checkpoint(warm)
+    state.pop("draw_weight", None)
+    trainer = Trainer(make_cell(), data, labels, lr=0.0, momentum=0.0, weight_decay=0.0, key_encoder=True)
+    trainer.draw_weight[:] = 0.5
+    trainer.restore(state)
+    assert (trainer.draw_weight == 0).all()

@@ -260,6 +260,8 @@ def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces
     trainer.end_round(result.in_G)
     if m.loss_weights != "none":
         trainer.set_loss_weights(_loss_weights(trainer, ext, labels))
+    if m.outside_g_draws == "posterior":  # for the non-members of the new G (members draw at 1)
+        trainer.set_draw_weights(_label_right_probability(trainer, ext))
     time_lof = time.perf_counter() - start
     start = time.perf_counter()
     _write_trace(trainer, labels, ext, result, flipped, traces)

@@ -67,15 +67,21 @@ def key_encoder_momentum(setting: float | str, num_samples: int, batch_size: int
 
 
 def epoch_order(in_G: np.ndarray, labels: np.ndarray, *, iters: str | int, batch_size: int,
-                class_balanced: bool, generator: torch.Generator) -> np.ndarray | None:
+                class_balanced: bool, generator: torch.Generator,
+                outside_weights: np.ndarray | None = None) -> np.ndarray | None:
     """The sample positions one epoch draws, in order; None for "G" (the loader shuffles G).
 
     "S" draws |S| // batch batches, a number that many, from G: repeated shuffled passes over
-    G, or with `class_balanced` every class of G equally likely (with replacement)."""
+    G, or with `class_balanced` every class of G equally likely (with replacement). With
+    `outside_weights` (method.outside_g_draws) they come from all of S with replacement, each
+    member of G with weight 1 and each other sample with its weight there."""
     if iters == "G":
         return None
     steps = max(len(in_G) // batch_size, 1) if iters == "S" else int(iters)
     total = steps * batch_size
+    if outside_weights is not None and outside_weights[~in_G].any():  # all zero (before a round): G's draws
+        weights = torch.as_tensor(np.where(in_G, 1.0, np.clip(outside_weights, 0.0, 1.0)), dtype=torch.float64)
+        return torch.multinomial(weights, total, replacement=True, generator=generator).numpy()
     members = np.flatnonzero(in_G)
     if class_balanced:
         counts = np.bincount(labels[members])
@@ -129,6 +135,7 @@ class Trainer:
         self.kept: np.ndarray | None = None  # a self-picked seed kept in G all run (method.self_seed_keep)
         self.class_keep: np.ndarray | None = None  # min_class_keep "auto": the shares estimated at round one
         self.loss_weight = np.ones(n, dtype=np.float32)  # method.loss_weights: each sample's weight in L_CE
+        self.draw_weight = np.zeros(n, dtype=np.float32)  # method.outside_g_draws: a non-member's draw weight
         self.history: list[dict] = []
 
     def _data_parallel(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -172,6 +179,11 @@ class Trainer:
     def set_loss_weights(self, weights: np.ndarray) -> None:
         """method.loss_weights: each sample's weight in the classification loss from now on (rank 0's)."""
         self.loss_weight = distributed.broadcast_array(np.asarray(weights, dtype=np.float32))
+
+    def set_draw_weights(self, weights: np.ndarray) -> None:
+        """method.outside_g_draws: how likely each sample outside G is drawn from now on, against
+        a member's 1 (rank 0's)."""
+        self.draw_weight = distributed.broadcast_array(np.asarray(weights, dtype=np.float32))
 
     def keep_self_seed(self, seed: np.ndarray | None) -> None:
         """method.self_seed_keep: the self-picked seed stays in G, labels unchanged, all run (None: not kept)."""
@@ -225,8 +237,9 @@ class Trainer:
         generator = seeded_generator(self.cell.runtime.seed, seed_epoch)
         start = time.perf_counter()
         positions = self._positions()
+        outside = self.draw_weight if self.cell.method.outside_g_draws != "none" else None
         order = epoch_order(self.in_G, self.labels, iters=iters, batch_size=batch_size,
-                            class_balanced=class_balanced, generator=generator)
+                            class_balanced=class_balanced, generator=generator, outside_weights=outside)
         unlabelled = self._unlabelled_batches(batch_size, generator) if semi else None
         drawn = positions if order is None else order
         stats = self._train_pass(drawn, transform, batch_size=batch_size, mixup_alpha=mixup_alpha,
@@ -397,15 +410,23 @@ class Trainer:
         """Eq. 4 against the batch's keys and the queue; a mixed query counts its two labels by lam."""
         with torch.no_grad():
             keys = self.key_model(self.place.input(key_view)).projection.float()
+        # Where draws reach outside G (method.outside_g_draws) only members' labels are Eq. 4's:
+        # a query counts for each of its labels whose sample is in G, and only members' keys enter the bank.
+        in_G = torch.as_tensor(self.in_G) if self.cell.method.outside_g_draws != "none" else None
+        query_in = None if in_G is None else in_G[pos.cpu()].to(query.device)
         # Under torchrun the bank and the queue take every rank's keys (MoCo's concat_all_gather).
         keys, y_all = distributed.all_gather_rows(keys), distributed.all_gather_rows(y)
         pos = distributed.all_gather_rows(pos)
+        if in_G is not None:
+            key_in = in_G[pos.cpu()].to(keys.device)
+            keys, y_all, pos = keys[key_in], y_all[key_in], pos[key_in]
         queued_keys, queued_labels = self.queue.contents()
         bank, bank_labels = torch.cat([keys, queued_keys]), torch.cat([y_all, queued_labels])
         t = self.cell.method.temperature
-        loss = lam * local_supcon_loss(query, y, bank, bank_labels, t)
+        loss = lam * _member_supcon(query, y, bank, bank_labels, t, query_in)
         if perm is not None and lam < 1.0:
-            loss = loss + (1.0 - lam) * local_supcon_loss(query, y[perm], bank, bank_labels, t)
+            partner_in = None if query_in is None else query_in[perm.to(query_in.device)]
+            loss = loss + (1.0 - lam) * _member_supcon(query, y[perm], bank, bank_labels, t, partner_in)
         self.queue.enqueue(keys, y_all, pos)
         return loss
 
@@ -427,7 +448,7 @@ class Trainer:
             "agree_streak": torch.as_tensor(self.agree_streak),
             "kept": None if self.kept is None else torch.as_tensor(self.kept),
             "class_keep": None if self.class_keep is None else torch.as_tensor(self.class_keep),
-            "loss_weight": torch.as_tensor(self.loss_weight),
+            "loss_weight": torch.as_tensor(self.loss_weight), "draw_weight": torch.as_tensor(self.draw_weight),
             "history": self.history,
         }
         if distributed.is_main():  # under torchrun rank 0 writes; the others wait for the file
@@ -468,6 +489,8 @@ class Trainer:
         self.class_keep = None if keep is None else keep.numpy().copy()
         weight = state.get("loss_weight")  # absent from checkpoints written before method.loss_weights
         self.loss_weight = np.ones(len(self.in_G), dtype=np.float32) if weight is None else weight.numpy().copy()
+        draw = state.get("draw_weight")  # absent from checkpoints written before method.outside_g_draws
+        self.draw_weight = np.zeros(len(self.in_G), dtype=np.float32) if draw is None else draw.numpy().copy()
         if not weights_only_model:
             self.epoch = state["epoch"]
             self.history = list(state["history"])
@@ -483,6 +506,17 @@ class Trainer:
             self.key_model.load_state_dict(state["key_model"])
         self.queue.load_state_dict(state["queue"])
         self.optimizer.load_state_dict(state["optimizer"])
+
+
+def _member_supcon(query: torch.Tensor, labels: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor,
+                   temperature: float, members: torch.Tensor | None) -> torch.Tensor:
+    """Eq. 4 over the queries that are members of G (all of them when `members` is None); a
+    batch with none gives a zero still attached to the graph."""
+    if members is not None:
+        if not bool(members.any()):
+            return query.sum() * 0.0
+        query, labels = query[members], labels[members]
+    return local_supcon_loss(query, labels, bank, bank_labels, temperature)
 
 
 def load_checkpoint(path: str | Path) -> dict:
