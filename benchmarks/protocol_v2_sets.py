@@ -167,7 +167,8 @@ CELLS = [*[(m, s) for s in ("sym50", "sym80", "asym40") for m in ("ce", "mtadcs-
          *[("mtadcs-best-v5", s) for s in ("asym40", "sym50", "sym80")], ("mtadcs-best-oracle", "asym40"),
          *[("mtadcs-best-v6", s) for s in ("asym40", "sym50")],
          *[(m, "asym40") for m in ("ce-seed2", "mtadcs-best-seed2", "ce-seed3", "mtadcs-best-seed3")],
-         ("mtadcs-seedless-v4", "sym50"), *[("mtadcs-seedless-v5", s) for s in ("sym50", "sym10", "asym40")]]
+         ("mtadcs-seedless-v4", "sym50"), *[("mtadcs-seedless-v5", s) for s in ("sym50", "sym10", "asym40")],
+         *[("mtadcs-best-v7", s) for s in ("asym40", "sym50", "sym80")]]
 
 # Candidate switch sets tried by `tune` (each merged over BASE), scored on the validation split.
 TRIALS = {
@@ -394,6 +395,8 @@ TRIALS = {
     # 50 % half-budget score at most one point under BEST's 29.5; its test cells then run as
     # mtadcs-best-v7 at the three settings, and it is admissible only if they meet the wall-time
     # target and the sym 50 % G target (precision >= 95 %, recall >= 70 %).
+    # Asym 40 %, whole budget (code 2f65615): 60.85 against 59.69 (+1.16, six images of 516; G
+    # 3209 at 97.9 % precision, 84.0 % recall, against 3235 at 97.2 %, 84.0 %): the first half of the rule holds.
     "paper-no-lc-posterior80-adjusted-soft": BEST_V7,
     # Validation, whole budget (code bdccfc0): sym 50 % 31.0 against CE's 27.9 (+3.1), the best
     # seedless score at sym 50 % so far (seedless-selfseed50-kept-posterior 29.1, SEEDLESS 26.0);
