@@ -44,7 +44,7 @@ def run(ctx: StageContext) -> None:
     metrics["G"] = final_confidence_set(train_ckpt, labels)
     write_json(paths.metrics, metrics)
     write_history_plot(ctx)
-    issue_metrics = label_issues.write(ctx, data, labels, engine.probabilities(final_outputs))
+    issue_metrics = label_issues.write(ctx, data, labels, engine.train_probabilities(cell, data, final, final_outputs))
     with stage_run(ctx, "evaluate") as tracker:
         flat = flatten(metrics) | issue_metrics
         tracker.log_metrics(flat)

@@ -1157,3 +1157,17 @@ def test_a_checkpoint_from_before_outside_g_draws_restores_every_draw_weight_to_
     trainer.draw_weight[:] = 0.5
     trainer.restore(state)
     assert (trainer.draw_weight == 0).all()
+
+
+def test_label_issue_probabilities_average_each_image_with_its_mirror(data, warm) -> None:
+    """engine.train_probabilities: the softmax on each training image averaged with the softmax on
+    the same image flipped left to right (the mirror extraction equals extracting flipped images)."""
+    cell = make_cell()
+    flipped = Split(labels=data.train.labels, index=data.train.index,
+                    images=np.ascontiguousarray(data.train.images[:, :, ::-1]))
+    plain = engine.extract_checkpoint(cell, data, warm)
+    on_flipped = engine.extract_checkpoint(cell, data, warm, flipped)
+    expected = (engine.probabilities(plain) + engine.probabilities(on_flipped)) / 2
+    assert not np.allclose(engine.probabilities(plain), engine.probabilities(on_flipped), atol=1e-3)  # the case needs asymmetric images
+    np.testing.assert_allclose(engine.train_probabilities(cell, data, warm), expected, atol=1e-5)
+    np.testing.assert_allclose(engine.train_probabilities(cell, data, warm, plain), expected, atol=1e-5)

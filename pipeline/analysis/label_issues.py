@@ -2,7 +2,8 @@
 
 Everything here is a by-product of the run (no extra training): the final confidence set G and
 the current (Eq. 7-corrected) labels from the train checkpoint, the final model's class
-probabilities on the training images, and the per-epoch traces.
+probabilities on the training images (the pipeline averages each image's with its mirror
+image's: `engine.train_probabilities`), and the per-epoch traces.
 
 The issue score of a sample with given label y is
 
@@ -79,7 +80,8 @@ def find_label_issues(
     """One row per training sample, ranked by `issue_score` (highest first).
 
     given, current: int (N,) given and current (corrected) labels; in_G: bool (N,) the final G;
-    probs: float (N, K) the final model's softmax on the training images (no augmentation);
+    probs: float (N, K) the final model's softmax on the training images (no augmentation but,
+    in the pipeline, the mirror image's averaged in);
     transition: (K, K) p(given | true), the noise model the score and suggestions read the model
     through (`estimate_transition`); None reads the model alone.
     Optional columns: the dataset's own `index`, the trace summaries, the `clean` labels (for

@@ -96,8 +96,9 @@ def transform_size(transform) -> int:
 
 @torch.no_grad()
 def extract(model: torch.nn.Module, split: Split, data: Dataset, place: Placement, batch_size: int,
-            progress: Progress | None = None) -> Extraction:
-    """f, z and logits of `model` for every sample of `split`, eval mode, no augmentation.
+            progress: Progress | None = None, *, mirror: bool = False) -> Extraction:
+    """f, z and logits of `model` for every sample of `split`, eval mode, no augmentation
+    (`mirror`: of each image's mirror image, flipped left to right, as training views flip).
     The model goes back to the mode it was in (the key encoder computes keys in train mode).
     Under torchrun each rank extracts its share of the split and every rank gets all of it."""
     was_training = model.training
@@ -110,7 +111,8 @@ def extract(model: torch.nn.Module, split: Split, data: Dataset, place: Placemen
     feats, projs, logits = [], [], []
     for x, _ in loader:
         with place.autocast():
-            out = model(place.input(x))
+            x = place.input(x)
+            out = model(x.flip(3) if mirror else x)  # NCHW: axis 3 is the width
         feats.append(out.feature.float().cpu())
         projs.append(out.projection.float().cpu())
         logits.append(out.logits.float().cpu())
