@@ -288,6 +288,9 @@ class MethodConfig(Section):
         if self.agreement == "posterior" and self.agreement_min_prob > 0:
             raise ValueError("method.agreement 'posterior' replaces agreement_min_prob's rule: set one of them "
                              "(posterior_min is the posterior's threshold)")
+        if self.outside_g_draws != "none" and self.loss_weights != "none":
+            raise ValueError("method.outside_g_draws already draws each non-member in proportion to the posterior that "
+                             "loss_weights would weigh it by (it would count twice): set one of them")
         if self.outside_g_draws != "none" and self.keeps_all:
             raise ValueError(f"method.outside_g_draws {self.outside_g_draws!r} needs lof or confidence_set on "
                              "(G = S leaves nothing outside G)")

@@ -1130,14 +1130,21 @@ def test_outside_g_draws_set_each_rounds_posterior_and_keep_eq4_to_members_of_G(
         drawn.append(pos.numpy().copy())
         return real_step(x, key_view, y, pos, *args, **kwargs)
 
-    trainer._step = spy
+    enqueued: list[np.ndarray] = []
+    real_enqueue = trainer.queue.enqueue
+
+    def enqueue_spy(keys, labels, positions=None):
+        enqueued.append(positions.cpu().numpy().copy())
+        return real_enqueue(keys, labels, positions)
+
+    trainer._step, trainer.queue.enqueue = spy, enqueue_spy
     with Progress(False, "", 0) as quiet:
         trainer.run_epoch(engine._train_transform(cell, data), lr=0.01, batch_size=8, mixup_alpha=1.0,
                           contrastive=True, seed_epoch=trainer.epoch, progress=quiet, iters=40)
     drawn_all = np.concatenate(drawn)
     assert (~in_G[drawn_all]).any()  # 320 draws with a non-member's mass >= 8 * 0.01 of ~|G|: certain
-    queued = trainer.queue.positions[trainer.queue.positions >= 0].numpy()
-    assert len(queued) and in_G[queued].all()
+    queued = np.concatenate(enqueued)
+    assert len(enqueued) == 40 and len(queued) and in_G[queued].all()  # every step's keys: members only
 
 
 def test_outside_g_draws_needs_drawn_epochs_and_a_G_smaller_than_S() -> None:
@@ -1145,6 +1152,8 @@ def test_outside_g_draws_needs_drawn_epochs_and_a_G_smaller_than_S() -> None:
         make_cell(method={"outside_g_draws": "posterior"})
     with pytest.raises(UserError, match="class_balanced"):
         make_cell(method={"outside_g_draws": "posterior"}, optim={"iters_per_epoch": "S", "class_balanced": True})
+    with pytest.raises(UserError, match="count twice"):
+        make_cell(method={"outside_g_draws": "posterior", "loss_weights": "posterior"}, optim={"iters_per_epoch": "S"})
     with pytest.raises(UserError, match="nothing outside G"):
         make_cell(method={"outside_g_draws": "posterior", "lof": False, "confidence_set": False},
                   optim={"iters_per_epoch": "S"})

@@ -31,6 +31,17 @@ def test_a_bf16_run_on_the_gpu_trains_selects_and_stays_finite(tmp_path, data, l
 
 
 @cuda
+def test_draws_outside_G_train_on_the_gpu_with_the_contrastive_loss(tmp_path, data, labels) -> None:  # noqa: F811
+    """method.outside_g_draws: the keys' membership mask (built on the CPU positions) indexes CUDA keys."""
+    cell = make_cell(runtime={**GPU_RUNTIME, "data_path": "resident"}, method={"outside_g_draws": "posterior"},
+                     optim={"iters_per_epoch": "S"})
+    engine.run_warmup(cell, data, labels, tmp_path / "w")
+    trainer = engine.run_train(cell, data, labels, tmp_path / "w" / engine.CHECKPOINT, tmp_path / "t")
+    losses = [r["loss_lcl"] for r in trainer.history if "loss_lcl" in r]
+    assert losses and np.isfinite(losses).all() and (trainer.draw_weight[~trainer.in_G] > 0).any()
+
+
+@cuda
 def test_the_resident_path_keeps_the_images_on_the_gpu(data) -> None:  # noqa: F811
     cell = make_cell(runtime={**GPU_RUNTIME, "data_path": "auto"})
     place = Placement.for_runtime(cell.runtime)

@@ -417,9 +417,9 @@ class Trainer:
         # Under torchrun the bank and the queue take every rank's keys (MoCo's concat_all_gather).
         keys, y_all = distributed.all_gather_rows(keys), distributed.all_gather_rows(y)
         pos = distributed.all_gather_rows(pos)
-        if in_G is not None:
-            key_in = in_G[pos.cpu()].to(keys.device)
-            keys, y_all, pos = keys[key_in], y_all[key_in], pos[key_in]
+        if in_G is not None:  # the mask is indexed onto each tensor's own device (pos stays on the CPU)
+            key_in = in_G[pos.cpu()]
+            keys, y_all, pos = keys[key_in.to(keys.device)], y_all[key_in.to(y_all.device)], pos[key_in.to(pos.device)]
         queued_keys, queued_labels = self.queue.contents()
         bank, bank_labels = torch.cat([keys, queued_keys]), torch.cat([y_all, queued_labels])
         t = self.cell.method.temperature
