@@ -1180,3 +1180,33 @@ def test_label_issue_probabilities_average_each_image_with_its_mirror(data, warm
     assert not np.allclose(engine.probabilities(plain), engine.probabilities(on_flipped), atol=1e-3)  # the case needs asymmetric images
     np.testing.assert_allclose(engine.train_probabilities(cell, data, warm), expected, atol=1e-5)
     np.testing.assert_allclose(engine.train_probabilities(cell, data, warm, plain), expected, atol=1e-5)
+
+
+def test_eq4_under_outside_g_draws_masks_local_queries_and_gathered_keys_apart(monkeypatch, data, labels) -> None:
+    """Under torchrun the keys are gathered from every rank and the queries are this rank's own:
+    a stand-in for a second rank whose keys are all non-members shows that its keys never reach
+    the queue while every local query (all members here) still counts."""
+    cell = make_cell(method={"outside_g_draws": "posterior"}, optim={"iters_per_epoch": "S"})
+    trainer = Trainer(cell, data, labels, lr=0.0, momentum=0.0, weight_decay=0.0, key_encoder=True)
+    members, others = np.flatnonzero(trainer.in_G)[:6], np.flatnonzero(~trainer.in_G)[:6]
+    assert len(members) == len(others) == 6
+    other_rank = {}
+
+    def gather(local: torch.Tensor) -> torch.Tensor:  # this rank's rows, then the other rank's
+        if local.dtype == torch.int64 and local.ndim == 1 and torch.equal(local, torch.as_tensor(members)):
+            return torch.cat([local, torch.as_tensor(others)])
+        return torch.cat([local, other_rank.setdefault(tuple(local.shape), torch.randn_like(local) if local.is_floating_point() else local.clone())])
+
+    monkeypatch.setattr(learner.distributed, "all_gather_rows", gather)
+    enqueued = []
+    real_enqueue = trainer.queue.enqueue
+    monkeypatch.setattr(trainer.queue, "enqueue", lambda k, y, p=None: (enqueued.append(p.clone()), real_enqueue(k, y, p)))
+    view = engine._train_transform(cell, data)
+    batch = next(iter(trainer.place.batches(data.train, view, members, 6, shuffle=False)))
+    (query_view, key_view), pos = batch
+    query = torch.nn.functional.normalize(torch.randn(6, PARAMS["model"]["proj_dim"]), dim=1).requires_grad_()
+    y = torch.as_tensor(trainer.labels)[pos]
+    loss = trainer._contrastive(query, key_view, y, pos, 1.0, None)
+    loss.backward()
+    assert float(loss.detach()) > 0 and (query.grad.abs().sum(1) > 0).all()  # every local query (a member) counts
+    assert len(enqueued) == 1 and set(enqueued[0].tolist()) == set(members.tolist())  # the other rank's non-members: dropped
