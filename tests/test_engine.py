@@ -1168,10 +1168,12 @@ def test_a_checkpoint_from_before_outside_g_draws_restores_every_draw_weight_to_
     assert (trainer.draw_weight == 0).all()
 
 
-def test_label_issue_probabilities_average_each_image_with_its_mirror(data, warm) -> None:
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_label_issue_probabilities_average_each_image_with_its_mirror(data, warm, channels_last) -> None:
     """engine.train_probabilities: the softmax on each training image averaged with the softmax on
-    the same image flipped left to right (the mirror extraction equals extracting flipped images)."""
-    cell = make_cell()
+    the same image flipped left to right (the mirror extraction equals extracting flipped images),
+    in either memory format (the flip acts on the logical width axis)."""
+    cell = make_cell(runtime={"channels_last": channels_last})
     flipped = Split(labels=data.train.labels, index=data.train.index,
                     images=np.ascontiguousarray(data.train.images[:, :, ::-1]))
     plain = engine.extract_checkpoint(cell, data, warm)
