@@ -72,6 +72,19 @@ def test_queries_without_positive_are_skipped() -> None:
     assert got.item() == pytest.approx(_loop_loss(q, yq, k, yk, 0.1), abs=1e-5)
 
 
+def test_a_query_mask_averages_over_the_marked_queries_only() -> None:
+    q, k = _unit(6, 8).requires_grad_(True), _unit(15, 8)
+    yk = torch.randint(0, 3, (15,))
+    yk[:3] = torch.tensor([0, 1, 2])
+    yq = torch.tensor([0, 1, 2, 0, 1, 2])
+    mask = torch.tensor([True, False, True, False, True, False])
+    torch.testing.assert_close(local_supcon_loss(q, yq, k, yk, query_mask=mask),
+                               local_supcon_loss(q[mask], yq[mask], k, yk))
+    none = local_supcon_loss(q, yq, k, yk, query_mask=torch.zeros(6, dtype=torch.bool))
+    none.backward()
+    assert none.item() == 0.0 and torch.count_nonzero(q.grad) == 0  # no marked query: a zero with a graph
+
+
 def test_no_positive_at_all_gives_zero_with_grad() -> None:
     q = _unit(4, 8).requires_grad_(True)
     k = _unit(5, 8)

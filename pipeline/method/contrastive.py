@@ -225,8 +225,11 @@ def local_supcon_loss(
     keys: Tensor,
     key_labels: Tensor,
     temperature: float = 0.1,
+    query_mask: Tensor | None = None,
 ) -> Tensor:
-    """Supervised MoCo loss of Eq. 4 (log form), averaged over queries with a positive.
+    """Supervised MoCo loss of Eq. 4 (log form), averaged over queries with a positive
+    (and, with `query_mask` (B,) bool, only over the queries it marks: members of G where
+    the batch draws from outside it).
 
     `query` (B, d) and `keys` (N, d) are L2-normalised embeddings; `keys` is the whole
     bank (current key views + queue contents). For each query, D = number of bank entries
@@ -243,7 +246,10 @@ def local_supcon_loss(
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
     positive = query_labels.view(-1, 1) == key_labels.view(1, -1)  # (B, N)
     num_pos = positive.sum(dim=1)  # D per query
-    has_pos = (num_pos > 0).to(log_prob.dtype)
+    has_pos = num_pos > 0
+    if query_mask is not None:
+        has_pos = has_pos & query_mask.to(has_pos.device)
+    has_pos = has_pos.to(log_prob.dtype)
     # log_prob is finite everywhere, so zeroing non-positives by where() is exact.
     pos_log_prob = torch.where(positive, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
     per_query = -pos_log_prob / num_pos.clamp(min=1)

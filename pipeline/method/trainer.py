@@ -423,10 +423,10 @@ class Trainer:
         queued_keys, queued_labels = self.queue.contents()
         bank, bank_labels = torch.cat([keys, queued_keys]), torch.cat([y_all, queued_labels])
         t = self.cell.method.temperature
-        loss = lam * _member_supcon(query, y, bank, bank_labels, t, query_in)
+        loss = lam * local_supcon_loss(query, y, bank, bank_labels, t, query_in)
         if perm is not None and lam < 1.0:
             partner_in = None if query_in is None else query_in[perm.to(query_in.device)]
-            loss = loss + (1.0 - lam) * _member_supcon(query, y[perm], bank, bank_labels, t, partner_in)
+            loss = loss + (1.0 - lam) * local_supcon_loss(query, y[perm], bank, bank_labels, t, partner_in)
         self.queue.enqueue(keys, y_all, pos)
         return loss
 
@@ -506,17 +506,6 @@ class Trainer:
             self.key_model.load_state_dict(state["key_model"])
         self.queue.load_state_dict(state["queue"])
         self.optimizer.load_state_dict(state["optimizer"])
-
-
-def _member_supcon(query: torch.Tensor, labels: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor,
-                   temperature: float, members: torch.Tensor | None) -> torch.Tensor:
-    """Eq. 4 over the queries that are members of G (all of them when `members` is None); a
-    batch with none gives a zero still attached to the graph."""
-    if members is not None:
-        if not bool(members.any()):
-            return query.sum() * 0.0
-        query, labels = query[members], labels[members]
-    return local_supcon_loss(query, labels, bank, bank_labels, temperature)
 
 
 def load_checkpoint(path: str | Path) -> dict:
