@@ -317,3 +317,16 @@ def test_refresh_drops_keys_of_unknown_position_and_survives_a_state_dict_round_
     for q in (queue, copy):
         keys, labels = q.contents()
         assert keys[:, 0].tolist() == [2.0, 3.0] and labels.tolist() == [1, 1]
+
+
+def test_loss_stays_float32_under_bf16_autocast() -> None:
+    """Autocast would run q.k in bf16 whatever the inputs' dtype (about 0.02 a logit at tau 0.1);
+    CUDA training runs under it, and CPU autocast rounds the same way, so this runs without a GPU."""
+    q, k = _unit(6, 16).float(), _unit(40, 16).float()
+    yq, yk = torch.randint(0, 3, (6,)), torch.randint(0, 3, (40,))
+    yk[:3] = torch.tensor([0, 1, 2])
+    want = local_supcon_loss(q, yq, k, yk, temperature=0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = local_supcon_loss(q, yq, k, yk, temperature=0.1)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)

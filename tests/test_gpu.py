@@ -10,6 +10,7 @@ import torch
 
 from pipeline.method import engine
 from pipeline.method.device import Placement
+from pipeline.method.trainer import TrainingLabels
 from tests.test_engine import data, labels, make_cell  # noqa: F401  (module fixtures)
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -39,6 +40,41 @@ def test_draws_outside_G_train_on_the_gpu_with_the_contrastive_loss(tmp_path, da
     trainer = engine.run_train(cell, data, labels, tmp_path / "w" / engine.CHECKPOINT, tmp_path / "t")
     losses = [r["loss_lcl"] for r in trainer.history if "loss_lcl" in r]
     assert losses and np.isfinite(losses).all() and (trainer.draw_weight[~trainer.in_G] > 0).any()
+
+
+# Switches no other CUDA test turns on: forward correction of G's outside (after an all-data
+# warm-up, T from the verified seed), FixMatch with per-sample loss weights, the logit-adjusted loss.
+GPU_SWITCHES = {
+    "forward": {"warmup_set": "all", "semi_supervised": "forward", "fixmatch_ratio": 0.5,
+                "logit_adjustment": "uniform", "agreement": "posterior"},
+    "fixmatch-weighted": {"semi_supervised": "fixmatch", "fixmatch_ratio": 0.5, "loss_weights": "posterior",
+                          "selection_model": "ema"},
+}
+
+
+def run_every_phase(cell, data, labels, root):  # noqa: F811
+    """Warm-up, MTaDCS epochs and fine-tune of one cell; the final checkpoint's path."""
+    engine.run_warmup(cell, data, labels, root / "w")
+    engine.run_train(cell, data, labels, root / "w" / engine.CHECKPOINT, root / "t")
+    engine.run_finetune(cell, data, labels, root / "t" / engine.CHECKPOINT, root / "f")
+    return root / "f" / engine.CHECKPOINT
+
+
+@cuda
+@pytest.mark.parametrize("switches", list(GPU_SWITCHES))
+def test_every_phase_on_the_gpu_evaluates_as_on_the_cpu(tmp_path, data, labels, switches) -> None:  # noqa: F811
+    """Train, fine-tune, evaluate (kNN on the GPU) and the label-issue probabilities (mirror flip)
+    under bf16 with the switches above; the final model then reads the same on the CPU."""
+    verified = TrainingLabels(labels.given, labels.clean, labels.init_G, verified=True)
+    gpu = make_cell(runtime={**GPU_RUNTIME, "data_path": "resident"}, method=GPU_SWITCHES[switches])
+    final = run_every_phase(gpu, data, verified, tmp_path)
+    cpu = make_cell(method=GPU_SWITCHES[switches])
+    on_gpu, on_cpu = (engine.evaluate_checkpoint(c, data, verified, final) for c in (gpu, cpu))
+    probs_gpu, probs_cpu = (engine.train_probabilities(c, data, final) for c in (gpu, cpu))
+    assert np.isfinite(probs_gpu).all() and np.allclose(probs_gpu.sum(1), 1.0, atol=1e-4)
+    assert np.abs(probs_gpu - probs_cpu).max() < 0.05  # bf16 trunk, float32 heads
+    for key in ("test/top1", "test/knn"):  # a few of the 40 test images may sit on a tie
+        assert abs(on_gpu[key] - on_cpu[key]) <= 10.0, key
 
 
 @cuda

@@ -93,3 +93,17 @@ def test_channels_last_matches_contiguous() -> None:
 def test_unknown_arch_lists_allowed() -> None:
     with pytest.raises(ValueError, match="preact_resnet18, resnet18"):
         build_model("vit", 10)
+
+
+def test_heads_run_in_float32_under_bf16_autocast() -> None:
+    """On CUDA training runs under bf16 autocast; the logits that selection reads must not be
+    rounded to bf16's 8 bits (CPU autocast rounds the same way, so this runs without a GPU)."""
+    model = PreActResNet18(num_classes=5, width=8).eval()
+    pooled = (torch.randn(4, model.feature_dim) * 10).bfloat16()  # logits of order 10: a bf16 step of 0.06
+    with torch.no_grad():
+        expected = model.heads(pooled.float())  # the bf16 input's rounding is all that may remain
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model.heads(pooled)
+    for got, want in zip(out, expected, strict=True):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)

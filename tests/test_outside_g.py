@@ -44,3 +44,17 @@ def test_forward_correction_forgives_the_flip_the_matrix_predicts() -> None:
     logits, noisy = torch.tensor([[6.0, -6.0]]), torch.tensor([1])
     assert forward_corrected_loss(logits, noisy, T).item() < 1e-3
     assert F.cross_entropy(logits, noisy).item() > 10
+
+
+def test_forward_correction_stays_float32_under_bf16_autocast() -> None:
+    """softmax @ T before the log: autocast would run the product in bf16 (CUDA training runs
+    under it; CPU autocast rounds the same way, so this runs without a GPU)."""
+    torch.manual_seed(0)
+    logits, labels = torch.randn(32, 5) * 3, torch.randint(0, 5, (32,))
+    T = torch.full((5, 5), 0.1) + 0.5 * torch.eye(5)
+    T = T / T.sum(1, keepdim=True)
+    want = forward_corrected_loss(logits, labels, T)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = forward_corrected_loss(logits, labels, T)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)

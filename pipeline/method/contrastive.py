@@ -239,10 +239,12 @@ def local_supcon_loss(
 
     The keys are detached here as well as by the caller: in MoCo the key side is only
     moved by the momentum update, never by this loss. The similarities are computed in
-    float32 so the log-sum-exp stays accurate under autocast (q.k/tau reaches 1/tau).
+    float32, with autocast off (it would run the matmul in bf16 whatever its inputs), so the
+    log-sum-exp stays accurate (q.k/tau reaches 1/tau).
     """
     _check_loss_inputs(query, query_labels, keys, key_labels, temperature)
-    logits = query.float() @ keys.detach().float().T / temperature  # (B, N)
+    with torch.autocast(query.device.type, enabled=False):
+        logits = query.float() @ keys.detach().float().T / temperature  # (B, N)
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
     positive = query_labels.view(-1, 1) == key_labels.view(1, -1)  # (B, N)
     num_pos = positive.sum(dim=1)  # D per query

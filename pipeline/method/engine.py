@@ -451,8 +451,10 @@ def evaluate_checkpoint(cell: CellConfig, data: Dataset, labels: TrainingLabels,
         for key, value in topk_accuracy(out.logits, targets, ks=(1, 5)).items():
             metrics[f"{name}/{key}"] = value
         if i == 0:
+            # on the run's device: the (test x train) similarities are the costly part at scale
             metrics[f"{name}/knn"] = knn_accuracy(
-                torch.as_tensor(train.features), torch.as_tensor(vote_labels), torch.as_tensor(out.features),
+                torch.as_tensor(train.features).to(place.device), torch.as_tensor(vote_labels),
+                torch.as_tensor(out.features),
                 targets, data.num_classes, k=e.knn_k, temperature=e.knn_temperature)
     return metrics
 

@@ -42,6 +42,8 @@ def estimate_transition(probs: Tensor, clean_labels: Tensor, num_classes: int) -
 
 
 def forward_corrected_loss(logits: Tensor, noisy_labels: Tensor, transition: Tensor) -> Tensor:
-    """Batch mean of -log (softmax(logits) @ T)[noisy label] (Patrini's forward correction)."""
-    noisy_probs = logits.float().softmax(1) @ transition.to(logits.device)
+    """Batch mean of -log (softmax(logits) @ T)[noisy label] (Patrini's forward correction), in
+    float32 with autocast off (it would run the product in bf16 before the log)."""
+    with torch.autocast(logits.device.type, enabled=False):
+        noisy_probs = logits.float().softmax(1) @ transition.to(logits.device, torch.float32)
     return F.nll_loss(noisy_probs.clamp_min(1e-12).log(), noisy_labels)
