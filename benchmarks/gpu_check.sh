@@ -22,7 +22,13 @@ echo "== venv $venv"
 caller_site=$(python3 -c "import site, sysconfig; print(':'.join(dict.fromkeys([*site.getsitepackages(), sysconfig.get_path('purelib'), sysconfig.get_path('platlib')])))")
 make_venv() {
   rm -rf "$venv"
-  python3 -m venv --system-site-packages "$venv"
+  if ! python3 -m venv --system-site-packages "$venv" >/dev/null 2>&1; then
+    # an image without the venv module (Debian's python3-venv): the caller's Python itself
+    echo "== no venv module here: running with the calling Python"
+    mkdir -p "$venv/bin" && ln -sf "$(command -v python3)" "$venv/bin/python"
+    export PATH="$venv/bin:$PATH"
+    return
+  fi
   . "$venv/bin/activate"
   # --system-site-packages reaches the base interpreter's packages only: a .pth file adds the caller's
   python -c "import site, sys; open(site.getsitepackages()[0] + '/gpu_check_caller.pth', 'w').write(sys.argv[1].replace(':', chr(10)))" "$caller_site"
@@ -33,7 +39,7 @@ if python -c "$deps" 2>/dev/null; then
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 elif ! timeout 120 pip install -q --retries 0 --timeout 5 -e ".[dev]"; then
   echo "== no package index in reach (or too slow): running the checkout with the machine's packages"
-  deactivate; make_venv  # a killed install may have left half a package shadowing the machine's copy
+  deactivate 2>/dev/null || true; make_venv  # a killed install may have left half a package shadowing the machine's copy
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
 python - <<'PY'
