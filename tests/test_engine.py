@@ -1147,6 +1147,21 @@ def test_outside_g_draws_set_each_rounds_posterior_and_keep_eq4_to_members_of_G(
     assert len(enqueued) == 40 and len(queued) and in_G[queued].all()  # every step's keys: members only
 
 
+def test_lift_draws_only_labels_more_likely_right_than_wrong_by_their_margin(tmp_path, data, labels, warm) -> None:
+    """method.outside_g_draws "lift": the round after the warm-up sets each draw weight to
+    max(0, 2 P - 1) of the same posterior "posterior" uses; a label at even odds or worse is never drawn."""
+    probs = engine.extract_checkpoint(make_cell(), data, warm).logits.softmax(1).numpy()
+    k = data.num_classes
+    posterior = selection.label_posterior(probs, labels.given, selection.confident_joint_transition(probs, labels.given, k))
+    assert (posterior < 0.5).any() and ((posterior > 0.5) & (posterior < 1.0)).any()  # both sides of even odds
+    cell = make_cell(method={"outside_g_draws": "lift"}, optim={"iters_per_epoch": "S"})
+    with pytest.raises(Interrupted):
+        engine.run_train(cell, data, labels, warm, tmp_path / "lift", on_epoch=record_then_stop([]))
+    draw = load_checkpoint(tmp_path / "lift" / engine.CHECKPOINT)["draw_weight"].numpy()
+    np.testing.assert_allclose(draw, np.clip(2 * posterior - 1, 0, 1), atol=2e-3)
+    assert (draw[posterior < 0.499] == 0).all()
+
+
 def test_outside_g_draws_needs_drawn_epochs_and_a_G_smaller_than_S() -> None:
     with pytest.raises(UserError, match="iters_per_epoch"):
         make_cell(method={"outside_g_draws": "posterior"})

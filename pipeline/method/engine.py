@@ -260,8 +260,8 @@ def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces
     trainer.end_round(result.in_G)
     if m.loss_weights != "none":
         trainer.set_loss_weights(_loss_weights(trainer, ext, labels))
-    if m.outside_g_draws == "posterior":  # for the non-members of the new G (members draw at 1)
-        trainer.set_draw_weights(_label_right_probability(trainer, ext))
+    if m.outside_g_draws != "none":  # for the non-members of the new G (members draw at 1)
+        trainer.set_draw_weights(draw_weights(_label_right_probability(trainer, ext), m.outside_g_draws))
     time_lof = time.perf_counter() - start
     start = time.perf_counter()
     _write_trace(trainer, labels, ext, result, flipped, traces)
@@ -348,6 +348,12 @@ def _label_right_probability(trainer: Trainer, ext: Extraction) -> np.ndarray:
     transition = confident_joint_transition(probs, labels, k)
     log.debug("estimated transition matrix, diagonal: %s", np.round(np.diag(transition), 2))
     return label_posterior(probs, labels, transition)
+
+
+def draw_weights(posterior: np.ndarray, rule: str) -> np.ndarray:
+    """method.outside_g_draws: a non-member's draw weight from P(label right | x, label), the
+    posterior itself or ("lift") its margin over even odds, max(0, 2 P - 1)."""
+    return posterior if rule == "posterior" else np.clip(2.0 * posterior - 1.0, 0.0, 1.0)
 
 
 def _losses(ext: Extraction, labels: np.ndarray) -> np.ndarray:
