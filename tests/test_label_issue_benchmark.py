@@ -68,3 +68,11 @@ def test_cleanlabs_retrain_is_timed_on_this_machine_where_a_ce_timing_is(bench, 
                {"method": "ce", "setting": "sym50", "wall_s": 900.0, "machine": "another VM"}]
     (tmp_path / "protocol_v2_timing.jsonl").write_text("".join(json.dumps(t) + "\n" for t in timings))
     assert bench.retrain_timing("sym50")["wall_s"] == 380.0
+
+
+def test_the_oracle_ceiling_reads_the_likeliest_class_other_than_the_given_label() -> None:
+    oracle = load_benchmark("oracle_suggestions")
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.2, 0.5, 0.3]])
+    given = np.array([0, 2, 0])
+    assert oracle.likeliest_other_class(probs, given).tolist() == [1, 1, 1]
+    assert probs[0, 0] == 0.7  # the caller's probabilities are left as they were
