@@ -74,25 +74,31 @@ def protocol_record(method: str, setting: str) -> dict:
 
 # -- MTaDCS: the export of one run ---------------------------------------------------------------
 
-def mtadcs_record(setting: str, bench: Path, data_path: Path) -> dict:
-    trained = protocol_record("mtadcs-best", setting)
+def trained_cell(method: str, setting: str, bench: Path, data_path: Path):
+    """A protocol v2 cell's record, configuration (named as its files are), run directory, data
+    and labels; refused if the record ran another configuration than today's set of that name."""
+    trained = protocol_record(method, setting)
     run_dir = pv2.run_dir_name(trained)
-    cell = pv2.make_cell(pv2.METHODS["mtadcs-best"], run_dir, data_path, setting)
+    cell = pv2.make_cell(pv2.METHODS[method], run_dir, data_path, setting)
     if not pv2.same_configuration(trained, cell):
-        raise SystemExit(f"the protocol v2 mtadcs-best record at {setting} was trained with another configuration "
-                         f"than today's best set: rerun `python benchmarks/protocol_v2.py run --methods mtadcs-best "
-                         f"--settings {setting} --force` first")
+        raise SystemExit(f"the protocol v2 {method} record at {setting} was trained with another configuration "
+                         f"than today's set of that name: rerun `python benchmarks/protocol_v2.py run --methods "
+                         f"{method} --settings {setting} --force` first")
     out = bench / run_dir
     cell = cell.model_copy(update={"name": pv2.cell_name_in(out)})  # its files' name, if the directory was renamed
-    started = time.perf_counter()
     ctx = StageContext(out, cell, CellPaths(out, cell.name))
     data = load_data(ctx)
-    issues = issues_for_run(cell, data, load_labels(ctx, data), out / "train",
-                            out / "finetune" / engine.CHECKPOINT)
+    return trained, cell, out, data, load_labels(ctx, data)
+
+
+def mtadcs_record(setting: str, bench: Path, data_path: Path) -> dict:
+    started = time.perf_counter()
+    trained, cell, out, data, labels = trained_cell("mtadcs-best", setting, bench, data_path)
+    issues = issues_for_run(cell, data, labels, out / "train", out / "finetune" / engine.CHECKPOINT)
     export_s = time.perf_counter() - started
     issues.to_parquet(out / "label_issues.parquet", index=False)
     return {**detection_quality(issues), "wall_s": trained["wall_s"] + export_s, "train_wall_s": trained["wall_s"],
-            "export_s": export_s, "run": f"protocol_v2 mtadcs-best at {setting}, run in {run_dir}"}
+            "export_s": export_s, "run": f"protocol_v2 mtadcs-best at {setting}, run in {out.name}"}
 
 
 # -- cleanlab: K-fold out-of-sample probabilities, then find_label_issues --------------------------

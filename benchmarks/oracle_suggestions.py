@@ -26,12 +26,11 @@ import numpy as np
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
+from benchmarks import label_issues  # noqa: E402
 from benchmarks import protocol_v2 as pv2  # noqa: E402
 from pipeline.analysis.label_issues import detection_quality  # noqa: E402
 from pipeline.files import atomic_path  # noqa: E402
-from pipeline.layout import CellPaths  # noqa: E402
 from pipeline.method import engine  # noqa: E402
-from stages.common import StageContext, load_data, load_labels  # noqa: E402
 from stages.label_issues import issues_for_run  # noqa: E402
 
 METHOD = "mtadcs-best-oracle"
@@ -46,18 +45,7 @@ def likeliest_other_class(probs: np.ndarray, given: np.ndarray) -> np.ndarray:
 
 
 def oracle_record(setting: str, bench: Path, data_path: Path) -> dict:
-    trained = pv2.load_records(pv2.RESULTS.with_suffix(".json"))
-    record = next((r for r in trained if r["method"] == METHOD and r["setting"] == setting), None)
-    if record is None:
-        raise SystemExit(f"no {METHOD} cell at {setting}: run `python benchmarks/protocol_v2.py run "
-                         f"--methods {METHOD} --settings {setting}` first")
-    run_dir = pv2.run_dir_name(record)
-    out = bench / run_dir
-    cell = pv2.make_cell(pv2.METHODS[METHOD], run_dir, data_path, setting)
-    cell = cell.model_copy(update={"name": pv2.cell_name_in(out)})
-    ctx = StageContext(out, cell, CellPaths(out, cell.name))
-    data = load_data(ctx)
-    labels = load_labels(ctx, data)
+    record, cell, out, data, labels = label_issues.trained_cell(METHOD, setting, bench, data_path)
     final = out / "finetune" / engine.CHECKPOINT
     probs = engine.train_probabilities(cell, data, final)
     noisy = labels.given != labels.clean
