@@ -133,14 +133,20 @@ def run_warmup(cell: CellConfig, data: Dataset, labels: TrainingLabels, out_dir:
     views = _train_transform(cell, data)
     with Progress(show_bar(cell.runtime) and distributed.is_main(), f"{cell.name} warm-up", o.warmup_epochs, trainer.epoch) as progress:
         while trainer.epoch < o.warmup_epochs:
-            record = _train_one(trainer, "warmup", views, progress, labels.clean)
+            record = _train_one(trainer, "warmup", views, progress) | _quality(trainer, labels.clean)
             record["test_top1"] = _test_top1(trainer)  # the curve starts at epoch 1
             _finish_epoch(trainer, record, out_dir / CHECKPOINT, fingerprint, progress, on_epoch)
-    missing = _matching_state(out_dir / CHECKPOINT, "warmup", fingerprint) is None
-    distributed.barrier()  # every rank has looked before rank 0 writes: all of them save, or none
-    if missing:  # T_P = 0: the untrained model is the warm-up result
-        trainer.save(out_dir / CHECKPOINT, "warmup", fingerprint)
+    _save_if_untrained(trainer, out_dir / CHECKPOINT, "warmup", fingerprint, o.warmup_epochs)
     return trainer
+
+
+def _save_if_untrained(trainer: Trainer, checkpoint: Path, phase: str, fingerprint: str, epochs: int) -> None:
+    """A phase of no epochs hands on the model it started from: save it as the phase's result,
+    unless a matching checkpoint is there already (a phase with epochs saved after each one)."""
+    missing = epochs == 0 and _matching_state(checkpoint, phase, fingerprint) is None
+    distributed.barrier()  # every rank has looked before rank 0 writes: all of them save, or none
+    if missing:
+        trainer.save(checkpoint, phase, fingerprint)
 
 
 def _check_labels_fit(cell: CellConfig, labels: TrainingLabels) -> None:
@@ -156,14 +162,15 @@ def _train_transform(cell: CellConfig, data: Dataset):
     return augment.TwoViews(view) if m.contrastive else view  # one view suffices without the key encoder
 
 
-def _train_one(trainer: Trainer, phase: str, transform, progress: Progress, clean: np.ndarray | None) -> dict:
-    """One epoch of the warm-up / MTaDCS schedule (one lr schedule over both)."""
+def _train_one(trainer: Trainer, phase: str, transform, progress: Progress) -> dict:
+    """One epoch of the warm-up / MTaDCS schedule (one lr schedule over both); the MTaDCS epochs'
+    records take G's size and quality from the selection round after it (`_select`)."""
     o, m = trainer.cell.optim, trainer.cell.method
     stats = trainer.run_epoch(transform, lr=lr_at(trainer.epoch, o.lr, o.lr_milestones, o.lr_gamma),
                               batch_size=o.batch_size, mixup_alpha=m.mixup_alpha if m.mixup else 0.0,
                               contrastive=m.contrastive, seed_epoch=trainer.epoch, progress=progress,
                               iters=o.iters_per_epoch, class_balanced=o.class_balanced, semi=True)
-    return {"phase": phase, **stats, **_quality(trainer, clean)}
+    return {"phase": phase, **stats}
 
 
 def run_train(cell: CellConfig, data: Dataset, labels: TrainingLabels, warmup_checkpoint: str | Path,
@@ -202,7 +209,7 @@ def run_train(cell: CellConfig, data: Dataset, labels: TrainingLabels, warmup_ch
     total = o.epochs - o.warmup_epochs
     with Progress(show_bar(cell.runtime) and distributed.is_main(), f"{cell.name} MTaDCS", total, trainer.epoch - o.warmup_epochs) as progress:
         while trainer.epoch < o.epochs:
-            record = _train_one(trainer, "train", views, progress, labels.clean)
+            record = _train_one(trainer, "train", views, progress)
             record |= _select(trainer, labels, progress, traces, correct=m.label_correction)
             _finish_epoch(trainer, record, out_dir / CHECKPOINT, fingerprint, progress, on_epoch)
     return trainer
@@ -253,18 +260,21 @@ def _select(trainer: Trainer, labels: TrainingLabels, progress: Progress, traces
         flipped = trainer.correct_labels(preds, alpha=correction_alpha(cell), gamma=m.lc_gamma, protected=protected)
     start = time.perf_counter()
     selects = not (trainer.epoch >= cell.optim.epochs > cell.optim.warmup_epochs and not m.final_selection)
+    posterior = None  # once a round, on the labels after Eq. 7: agreement, loss weights and draws read it
+    if (selects and m.agreement == "posterior") or m.loss_weights != "none" or m.outside_g_draws != "none":
+        posterior = _label_right_probability(trainer, ext)
     if selects:
-        result = _select_and_remove(trainer, ext, preds, protected)
+        result = _select_and_remove(trainer, ext, preds, protected, posterior)
     else:
         result = _no_selection(trainer.in_G)  # Algorithm 1 ends with Eq. 7: G after it is the final G
     trainer.end_round(result.in_G)
     if m.loss_weights != "none":
-        trainer.set_loss_weights(_loss_weights(trainer, ext, labels))
+        trainer.set_loss_weights(_loss_weights(trainer, posterior, labels))
     if m.outside_g_draws != "none":  # for the non-members of the new G (members draw at 1)
-        trainer.set_draw_weights(draw_weights(_label_right_probability(trainer, ext), m.outside_g_draws))
+        trainer.set_draw_weights(draw_weights(posterior, m.outside_g_draws))
     time_lof = time.perf_counter() - start
     start = time.perf_counter()
-    _write_trace(trainer, labels, ext, result, flipped, traces)
+    _write_trace(trainer, labels, ext, preds, result, flipped, traces)
     time_store = time.perf_counter() - start
     test_top1 = _test_top1(trainer)
     return {"phase": "train", "epoch": trainer.epoch, "selection": selects, "selected": int(result.selected.sum()),
@@ -292,11 +302,13 @@ def _label_prob(ext: Extraction, labels: np.ndarray) -> np.ndarray:
 
 
 def _select_and_remove(trainer: Trainer, ext: Extraction, preds: np.ndarray,
-                       protected: np.ndarray | None) -> SelectionResult:
+                       protected: np.ndarray | None, posterior: np.ndarray | None) -> SelectionResult:
+    """Eq. 2-3 on this round's pass over S; `posterior`: P(label right | x, label), which
+    method.agreement "posterior" reads (the samples at posterior_min or above agree)."""
     m = trainer.cell.method
     space = ext.features if m.lof_space == "feature" else ext.projections
     backend = m.lof_backend if m.lof_backend != "auto" else ("torch" if trainer.device.type == "cuda" else "sklearn")
-    if backend == "torch":
+    if backend == "torch" and m.lof and m.lof_reference == "candidates":  # the LOF that runs in torch
         space = torch.from_numpy(space).to(trainer.device)  # LOF on the GPU when there is one
     streak = trainer.note_predictions(preds)
     label_prob = None
@@ -317,20 +329,14 @@ def _select_and_remove(trainer: Trainer, ext: Extraction, preds: np.ndarray,
         threshold=m.lof_threshold, backend=backend, protected=protected,
         lof_reference=m.lof_reference, clean=clean, removable=removable, unsure=unsure,
         min_class_keep=_class_keep(trainer, ext), label_prob=label_prob, min_class_share=m.min_class_share,
-        agrees=_posterior_agreement(trainer, ext) if m.agreement == "posterior" else None)
+        agrees=posterior >= m.posterior_min if m.agreement == "posterior" else None)
 
 
-def _posterior_agreement(trainer: Trainer, ext: Extraction) -> np.ndarray:
-    """method.agreement "posterior": the samples whose label is right with probability at least
-    posterior_min (see `_label_right_probability`)."""
-    return _label_right_probability(trainer, ext) >= trainer.cell.method.posterior_min
-
-
-def _loss_weights(trainer: Trainer, ext: Extraction, labels: TrainingLabels) -> np.ndarray:
-    """method.loss_weights: P(label right | x, label) per sample, 1 for a label known right (the
-    verified seed under keep_verified, a kept self-seed), and with "posterior_per_class" divided
-    by the label's mean so every class keeps its share of the loss."""
-    weights = _label_right_probability(trainer, ext)
+def _loss_weights(trainer: Trainer, posterior: np.ndarray, labels: TrainingLabels) -> np.ndarray:
+    """method.loss_weights: P(label right | x, label) per sample (`posterior`, left as it is), 1
+    for a label known right (the verified seed under keep_verified, a kept self-seed), and with
+    "posterior_per_class" divided by the label's mean so every class keeps its share of the loss."""
+    weights = posterior.copy()
     known = labels.init_G if (labels.verified and trainer.cell.method.keep_verified) else np.zeros(len(weights), bool)
     if trainer.kept is not None:
         known = known | trainer.kept
@@ -392,8 +398,8 @@ def class_centre_distance(features: np.ndarray, labels: np.ndarray, in_G: np.nda
     return np.linalg.norm(features - centres[labels], axis=1).astype(np.float32)
 
 
-def _write_trace(trainer: Trainer, labels: TrainingLabels, ext: Extraction, result, flipped: np.ndarray,
-                 traces: Path) -> None:
+def _write_trace(trainer: Trainer, labels: TrainingLabels, ext: Extraction, preds: np.ndarray, result,
+                 flipped: np.ndarray, traces: Path) -> None:
     cell, epoch = trainer.cell, trainer.epoch
     if not distributed.is_main():
         return
@@ -401,7 +407,7 @@ def _write_trace(trainer: Trainer, labels: TrainingLabels, ext: Extraction, resu
     keep_features = last or epoch == cell.optim.warmup_epochs or epoch % cell.train.feature_every == 0
     columns = {
         "index": trainer.data.train.index, "given_label": labels.given, "label": trainer.labels,
-        "pred": ext.preds, "in_G": trainer.in_G, "lof_score": result.lof_score,
+        "pred": preds, "in_G": trainer.in_G, "lof_score": result.lof_score,
         "selected": result.selected, "removed": result.removed, "flipped": flipped,
         "dist_to_class_centre": class_centre_distance(ext.features, trainer.labels, trainer.in_G,
                                                       trainer.data.num_classes),
@@ -428,10 +434,7 @@ def run_finetune(cell: CellConfig, data: Dataset, labels: TrainingLabels, train_
                                       progress=progress, iters=f.iters_per_epoch)
             record = {"phase": "finetune", **stats, "test_top1": _test_top1(trainer)}
             _finish_epoch(trainer, record, out_dir / CHECKPOINT, fingerprint, progress, on_epoch)
-    missing = f.epochs == 0 and _matching_state(out_dir / CHECKPOINT, "finetune", fingerprint) is None
-    distributed.barrier()  # every rank has looked before rank 0 writes: all of them save, or none
-    if missing:
-        trainer.save(out_dir / CHECKPOINT, "finetune", fingerprint)  # no fine-tuning: the train result
+    _save_if_untrained(trainer, out_dir / CHECKPOINT, "finetune", fingerprint, f.epochs)  # 0 epochs: the train result
     return trainer
 
 
