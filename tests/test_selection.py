@@ -468,6 +468,24 @@ def test_class_floor_adds_after_removal_and_records_the_additions_as_selected() 
         update_confidence_set(in_G, features, labels, preds, 3, lof=False, min_class_share=0.5)
 
 
+def test_a_member_the_floor_takes_back_after_removal_is_recorded_as_neither_move() -> None:
+    # the same classes, but class 2's disagreeing member is its label's likeliest sample: removal
+    # takes it out and the floor brings it back in the same round, so G keeps it, and the round's
+    # record must not count it both as removed and as selected (Q lies in the old G-bar)
+    features = np.eye(3, 4)[np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2])].astype(np.float32)
+    labels = np.repeat([0, 1, 2], 4)
+    preds = labels.copy()
+    preds[[8, 9, 10, 11]] = [0, 1, 1, 1]
+    in_G = np.array([True] * 8 + [True, False, False, False])
+    prob = np.full(12, 0.9)
+    prob[8:] = [0.6, 0.4, 0.3, 0.1]
+    floored = update_confidence_set(in_G, features, labels, preds, 3, lof=False, min_class_share=0.5,
+                                    label_prob=prob)
+    np.testing.assert_array_equal(np.flatnonzero(floored.in_G[8:]) + 8, [8, 9])
+    assert not floored.removed[8] and not floored.selected[8]
+    assert floored.selected[9] and not floored.removed.any()
+
+
 # ------------------------------------------------------- posterior agreement (method.agreement)
 
 

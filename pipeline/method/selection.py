@@ -391,7 +391,9 @@ def update_confidence_set(
         if label_prob is None:
             raise ValueError("update_confidence_set: min_class_share > 0 needs label_prob")
         added = top_up_classes(new_G, labels, num_classes, min_class_share, label_prob, allowed)
-        selected, new_G = selected | added, new_G | added
+        new_G = new_G | added
+        # A member removed above and taken back by the floor stays in G: neither selected nor removed.
+        selected, removed = selected | (added & ~in_G), removed & ~added
     if protected is not None:
         new_G = new_G | protected
     return SelectionResult(selected=selected, removed=removed, lof_score=scores, in_G=new_G)
