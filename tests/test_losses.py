@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.method.losses import (
-    classification_loss,
     generalized_cross_entropy,
     logit_adjustment,
     mixup,
@@ -165,19 +164,6 @@ def test_mixup_rejects_mismatched_batch() -> None:
     x, _, t = _batch(8)
     with pytest.raises(ValueError):
         mixup(x, t[:4], 1.0)
-
-
-def test_classification_loss_plain_and_mixed() -> None:
-    logits = torch.randn(8, K, requires_grad=True)
-    labels = torch.randint(0, K, (8,))
-    torch.testing.assert_close(classification_loss(logits, labels, K), F.cross_entropy(logits, labels))
-    soft = torch.softmax(torch.randn(8, K), dim=1)
-    mixed = classification_loss(logits, labels, K, mixed_targets=soft)
-    torch.testing.assert_close(mixed, soft_cross_entropy(logits, soft))
-    mixed.backward()
-    assert logits.grad is not None
-    with pytest.raises(ValueError):
-        classification_loss(logits, labels, K + 1)
 
 
 def test_logit_adjustment_is_the_log_ratio_of_the_training_shares_to_the_target() -> None:

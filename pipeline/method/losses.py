@@ -135,25 +135,6 @@ def soft_classification_loss(logits: Tensor, soft_targets: Tensor, kind: str = "
     raise ValueError(f"classification loss {kind!r}: expected 'ce' or 'gce'")
 
 
-def classification_loss(
-    logits: Tensor,
-    labels: Tensor,
-    num_classes: int,
-    *,
-    mixed_targets: Tensor | None = None,
-) -> Tensor:
-    """L_CE of Eq. 5: soft CE against `mixed_targets` when mixup ran, plain CE on `labels` otherwise.
-
-    `num_classes` is checked against the logits so a head built for the wrong dataset
-    fails here rather than silently training on a subset of the classes.
-    """
-    if logits.ndim != 2 or logits.shape[1] != num_classes:
-        raise ValueError(f"logits must have shape (B, {num_classes}), got {tuple(logits.shape)}")
-    if mixed_targets is not None:
-        return soft_cross_entropy(logits, mixed_targets)
-    return F.cross_entropy(logits.float(), labels)
-
-
 def logit_adjustment(train_labels: np.ndarray, target: np.ndarray) -> Tensor:
     """log pi_train - log target, to add to the logits inside the training loss (the
     logit-adjusted loss of Menon et al., ICLR 2021, "Long-tail learning via logit adjustment").
