@@ -31,11 +31,13 @@ def run(ctx: StageContext) -> None:
     data = load_data(ctx)
     labels = load_labels(ctx, data)
     train_ckpt = paths.stage_dir("train") / CHECKPOINT
-    final = label_issues.final_checkpoint(ctx)
+    final_path = label_issues.final_checkpoint(ctx)
+    final = engine.load_trained(cell, data, final_path)  # loaded once: evaluation and the label issues
     final_outputs = engine.extract_checkpoint(cell, data, final)  # once, for kNN and the label issues
     metrics = summary | {"status": "done", "realised_rate": _realised_rate(ctx)}
-    metrics["train"] = engine.evaluate_checkpoint(cell, data, labels, train_ckpt,
-                                                  train=final_outputs if final == train_ckpt else None)
+    untuned = final_path == train_ckpt  # no fine-tuning: the final model is the train result
+    metrics["train"] = engine.evaluate_checkpoint(cell, data, labels, final if untuned else train_ckpt,
+                                                  train=final_outputs if untuned else None)
     metrics["knn_labels"] = metrics["train"].pop("knn_labels")
     metrics["finetune"] = None
     if cell.finetune.epochs > 0:
@@ -52,8 +54,7 @@ def run(ctx: StageContext) -> None:
         tracker.log_artifact(paths.metrics, "metrics")
         tracker.log_artifact(paths.label_issues.with_suffix(".csv"), "label_issues")
         if cell.tracking.log_model:
-            final = paths.stage_dir("finetune" if cell.finetune.epochs > 0 else "train") / CHECKPOINT
-            tracker.log_artifact(final, "model")
+            tracker.log_artifact(final_path, "model")
 
 
 def final_confidence_set(checkpoint, labels: TrainingLabels) -> dict:

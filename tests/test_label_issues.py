@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -135,7 +136,7 @@ def test_mismatched_shapes_are_refused() -> None:
         find_label_issues(GIVEN, CURRENT[:4], IN_G, PROBS)
 
 
-def test_a_folder_cell_gets_an_issue_table_with_paths_and_the_cli_exports_it(tmp_path) -> None:
+def test_a_folder_cell_gets_an_issue_table_with_paths_and_the_cli_exports_it(tmp_path, monkeypatch) -> None:
     """The whole path a user with their own folder takes: run the cell, then `mtadcs label-issues`."""
     import json
     import subprocess
@@ -161,7 +162,12 @@ def test_a_folder_cell_gets_an_issue_table_with_paths_and_the_cli_exports_it(tmp
         label_issues.show(ctx, top=3)
     for stage in ("warmup", "train", "finetune"):
         training.run(ctx, stage)
+    from pipeline.method import engine
+
+    loaded, load = [], engine.load_checkpoint
+    monkeypatch.setattr(engine, "load_checkpoint", lambda path: loaded.append(Path(path).parent.name) or load(path))
     evaluate.run(ctx)
+    assert loaded.count("finetune") == 1  # the final model: loaded once for top-1, kNN and the label issues
 
     table = pd.read_parquet(tmp_path / "data/issues/mine.parquet")
     assert len(table) == 20 and table["path"].str.startswith(str(tmp_path / "imgs/train")).all()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -438,16 +439,35 @@ def run_finetune(cell: CellConfig, data: Dataset, labels: TrainingLabels, train_
     return trainer
 
 
-def evaluate_checkpoint(cell: CellConfig, data: Dataset, labels: TrainingLabels, checkpoint: str | Path, *,
-                        train: Extraction | None = None) -> dict:
+@dataclass(frozen=True)
+class TrainedModel:
+    """A checkpoint loaded once: its result network on the run's device, the placement that
+    runs it (which keeps the device-resident images between passes) and the saved state."""
+
+    model: torch.nn.Module
+    place: Placement
+    state: dict
+
+
+def load_trained(cell: CellConfig, data: Dataset, checkpoint: str | Path | TrainedModel) -> TrainedModel:
+    """The checkpoint at `checkpoint` ready to run (a TrainedModel is returned as it is), so a
+    caller that reads one checkpoint several ways loads and places it once."""
+    if isinstance(checkpoint, TrainedModel):
+        return checkpoint
+    state = load_checkpoint(checkpoint)
+    place = Placement.for_runtime(cell.runtime)
+    return TrainedModel(_checkpoint_model(cell, data, state, place), place, state)
+
+
+def evaluate_checkpoint(cell: CellConfig, data: Dataset, labels: TrainingLabels,
+                        checkpoint: str | Path | TrainedModel, *, train: Extraction | None = None) -> dict:
     """Top-1/top-5 on every test set and weighted kNN on f (primary test set) of a checkpoint;
     `train`: the checkpoint's training-set outputs when the caller has them already."""
     e = cell.evaluate
     if e.knn_labels == "clean" and labels.clean is None:
         raise UserError("evaluate.knn_labels is 'clean' but this dataset has no clean labels; use 'auto' or 'current'")
-    state = load_checkpoint(checkpoint)
-    place = Placement.for_runtime(cell.runtime)
-    model = _checkpoint_model(cell, data, state, place)
+    trained = load_trained(cell, data, checkpoint)
+    model, place, state = trained.model, trained.place, trained.state
     batch = place.eval_batch
     if train is None:
         train = extract(model, data.train, data, place, batch)
@@ -468,21 +488,21 @@ def evaluate_checkpoint(cell: CellConfig, data: Dataset, labels: TrainingLabels,
     return metrics
 
 
-def extract_checkpoint(cell: CellConfig, data: Dataset, checkpoint: str | Path, split: Split | None = None) -> Extraction:
+def extract_checkpoint(cell: CellConfig, data: Dataset, checkpoint: str | Path | TrainedModel,
+                       split: Split | None = None) -> Extraction:
     """A checkpoint's f, z and logits on every image of `split` (the training set when None), no augmentation."""
-    place = Placement.for_runtime(cell.runtime)
-    model = _checkpoint_model(cell, data, load_checkpoint(checkpoint), place)
-    return extract(model, data.train if split is None else split, data, place, place.eval_batch)
+    trained = load_trained(cell, data, checkpoint)
+    return extract(trained.model, data.train if split is None else split, data, trained.place, trained.place.eval_batch)
 
 
-def train_probabilities(cell: CellConfig, data: Dataset, checkpoint: str | Path,
+def train_probabilities(cell: CellConfig, data: Dataset, checkpoint: str | Path | TrainedModel,
                         plain: Extraction | None = None) -> np.ndarray:
     """The checkpoint's softmax on every training image, averaged with its softmax on the image's
     mirror (training views flip, so the model has learnt both; on the validation split's tuning
     cells this made 1-2 points more of the label-issue suggestions right), float32 (N, K).
     `plain`: the checkpoint's outputs on the unflipped images, when the caller has them already."""
-    place = Placement.for_runtime(cell.runtime)
-    model = _checkpoint_model(cell, data, load_checkpoint(checkpoint), place)
+    trained = load_trained(cell, data, checkpoint)
+    model, place = trained.model, trained.place
     if plain is None:
         plain = extract(model, data.train, data, place, place.eval_batch)
     mirrored = extract(model, data.train, data, place, place.eval_batch, mirror=True)
