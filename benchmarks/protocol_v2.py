@@ -176,7 +176,8 @@ def run_cell(cell: CellConfig, out: Path, budget: int = BUDGET) -> dict:
         histories["finetune"] = engine.run_finetune(cell, data, labels, out / "train" / engine.CHECKPOINT,
                                                     out / "finetune", fingerprint=fp, on_epoch=clock.save).history
         checkpoint, before = out / "finetune" / engine.CHECKPOINT, histories["train"][-1]["test_top1"]
-    metrics = engine.evaluate_checkpoint(cell, data, labels, checkpoint)
+    final = engine.load_trained(cell, data, checkpoint)  # loaded once: evaluation and G
+    metrics = engine.evaluate_checkpoint(cell, data, labels, final)
     rows = [r for phase in histories.values() for r in phase if r.get("steps")]
     steps = sum(int(r["steps"]) for r in rows)
     if steps != plan:
@@ -186,7 +187,7 @@ def run_cell(cell: CellConfig, out: Path, budget: int = BUDGET) -> dict:
     for r in rows:
         done += int(r["steps"])
         curve.append([done, round(r["test_top1"], 2)])
-    G = final_confidence_set(checkpoint, labels)
+    G = final_confidence_set(final.state, labels)
     return {"top1": metrics["test/top1"], "top5": metrics["test/top5"], "knn": metrics["test/knn"],
             "top1_before_finetune": before, "G_size": G["size"], "G_precision": G.get("precision"),
             "G_recall": G.get("recall"), "G_min_class_recall": G.get("min_class_recall"), "steps": steps, "s_per_step": train_seconds / steps,

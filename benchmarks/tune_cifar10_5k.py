@@ -84,8 +84,9 @@ def run(cell, data, labels: TrainingLabels, out: Path, *, warmup_only: bool) -> 
         trained = engine.run_train(cell, data, labels, checkpoint, out / "train")
         engine.run_finetune(cell, data, labels, out / "train" / engine.CHECKPOINT, out / "finetune")
         checkpoint, before = out / "finetune" / engine.CHECKPOINT, trained.history[-1]["test_top1"]
-    metrics = engine.evaluate_checkpoint(cell, data, labels, checkpoint)
-    return {"top1_before_finetune": before, **metrics, "G": final_confidence_set(checkpoint, labels)}
+    final = engine.load_trained(cell, data, checkpoint)  # loaded once: evaluation and G
+    metrics = engine.evaluate_checkpoint(cell, data, labels, final)
+    return {"top1_before_finetune": before, **metrics, "G": final_confidence_set(final.state, labels)}
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pipeline.files import atomic_path
 from pipeline.method import engine
 from pipeline.method.engine import CHECKPOINT
 from pipeline.method.selection import confidence_set_quality, per_class_recall
-from pipeline.method.trainer import TrainingLabels, load_checkpoint
+from pipeline.method.trainer import TrainingLabels
 from stages import label_issues
 from stages.common import NOT_RUN, StageContext, is_not_run, load_data, load_labels, stage_run, write_json
 
@@ -36,14 +36,15 @@ def run(ctx: StageContext) -> None:
     final_outputs = engine.extract_checkpoint(cell, data, final)  # once, for kNN and the label issues
     metrics = summary | {"status": "done", "realised_rate": _realised_rate(ctx)}
     untuned = final_path == train_ckpt  # no fine-tuning: the final model is the train result
-    metrics["train"] = engine.evaluate_checkpoint(cell, data, labels, final if untuned else train_ckpt,
+    trained = final if untuned else engine.load_trained(cell, data, train_ckpt)
+    metrics["train"] = engine.evaluate_checkpoint(cell, data, labels, trained,
                                                   train=final_outputs if untuned else None)
     metrics["knn_labels"] = metrics["train"].pop("knn_labels")
     metrics["finetune"] = None
     if cell.finetune.epochs > 0:
         metrics["finetune"] = engine.evaluate_checkpoint(cell, data, labels, final, train=final_outputs)
         metrics["finetune"].pop("knn_labels")
-    metrics["G"] = final_confidence_set(train_ckpt, labels)
+    metrics["G"] = final_confidence_set(trained.state, labels)
     write_json(paths.metrics, metrics)
     write_history_plot(ctx)
     issue_metrics = label_issues.write(ctx, data, labels, engine.train_probabilities(cell, data, final, final_outputs))
@@ -57,8 +58,9 @@ def run(ctx: StageContext) -> None:
             tracker.log_artifact(final_path, "model")
 
 
-def final_confidence_set(checkpoint, labels: TrainingLabels) -> dict:
-    state = load_checkpoint(checkpoint)
+def final_confidence_set(state: dict, labels: TrainingLabels) -> dict:
+    """Size of a checkpoint's G (its saved `state`) and, where the clean labels are known, its
+    precision, recall and smallest per-class recall, in percent."""
     in_G, current = state["in_G"].numpy(), state["labels"].numpy()
     if labels.clean is None:
         return {"size": int(in_G.sum())}

@@ -168,6 +168,7 @@ def test_a_folder_cell_gets_an_issue_table_with_paths_and_the_cli_exports_it(tmp
     monkeypatch.setattr(engine, "load_checkpoint", lambda path: loaded.append(Path(path).parent.name) or load(path))
     evaluate.run(ctx)
     assert loaded.count("finetune") == 1  # the final model: loaded once for top-1, kNN and the label issues
+    assert loaded.count("train") == 1  # the MTaDCS epochs' result: once for top-1, kNN and G's quality
 
     table = pd.read_parquet(tmp_path / "data/issues/mine.parquet")
     assert len(table) == 20 and table["path"].str.startswith(str(tmp_path / "imgs/train")).all()
