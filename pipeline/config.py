@@ -374,6 +374,12 @@ class FinetuneConfig(Section):
     batch_size: int = Field(128, ge=1)
     mixup_alpha: float = Field(1.0, ge=0.0)  # 0 turns mixup off
     iters_per_epoch: Literal["G", "S"] | int = "G"  # as optim.iters_per_epoch, for the fine-tuning epochs
+    # The network of the MTaDCS epochs that fine-tuning starts from, so with epochs 0 the run's
+    # result: the student (the paper) or its momentum (EMA) copy, Eq. 4's key encoder, whose
+    # weights average the student's over its last steps (Mean Teacher evaluates that average:
+    # Tarvainen & Valpola, NeurIPS 2017). Needs the key encoder (method.contrastive or
+    # selection_model ema).
+    start: Literal["student", "ema"] = "student"
 
     @field_validator("iters_per_epoch")
     @classmethod
@@ -448,6 +454,9 @@ class CellConfig(Section):
                              "to 'S' or a number of steps (a pass over G has no draws)")
         if self.method.outside_g_draws != "none" and self.optim.class_balanced:
             raise ValueError("method.outside_g_draws and optim.class_balanced each set the draw weights: set one of them")
+        if self.finetune.start == "ema" and not self.method.needs_key_encoder:
+            raise ValueError("finetune.start 'ema' starts from the momentum encoder, which only runs with "
+                             "method.contrastive true or selection_model 'ema': turn one on, or start from 'student'")
         return self
 
 

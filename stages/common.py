@@ -142,6 +142,8 @@ def switch_set(cell: CellConfig) -> str:
         variants.append(f"posterior_min={m.posterior_min}")
     if cell.noise.init != type(cell.noise)().init:
         variants.append(f"init={cell.noise.init}")
+    if cell.finetune.start != type(cell.finetune)().start:
+        variants.append(f"finetune_start={cell.finetune.start}")
     return cell_identity(cell).row + (f" ({', '.join(variants)})" if variants else "")
 
 

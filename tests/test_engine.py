@@ -777,6 +777,36 @@ def test_finetune_iters_per_epoch_sets_the_finetune_steps(tmp_path, cell, data, 
     assert [r["steps"] for r in trainer.history] == [3] * FINETUNE_EPOCHS
 
 
+def _finetune_cell(cell: CellConfig, **update) -> CellConfig:
+    return cell.model_copy(update={"finetune": cell.finetune.model_copy(update=update)})
+
+
+def test_finetune_start_ema_hands_on_the_momentum_encoder(tmp_path, cell, data, labels, run_a) -> None:
+    """With no fine-tuning epochs the result is the network the phase starts from: the momentum
+    encoder's weights under finetune.start 'ema', the student's under 'student'."""
+    out, _, _ = run_a
+    train = load_checkpoint(out / engine.CHECKPOINT)
+    assert any(not torch.equal(train["model"][k], train["key_model"][k]) for k in train["model"])  # they differ
+    for start, source in (("student", "model"), ("ema", "key_model")):
+        engine.run_finetune(_finetune_cell(cell, epochs=0, start=start), data, labels, out / engine.CHECKPOINT,
+                            tmp_path / start)
+        result = load_checkpoint(tmp_path / start / engine.CHECKPOINT)["model"]
+        for name, weights in result.items():
+            torch.testing.assert_close(weights, train[source][name])
+
+
+def test_finetune_start_ema_refuses_a_run_without_a_momentum_encoder(tmp_path, cell, data, labels, run_a) -> None:
+    with pytest.raises(UserError, match="momentum encoder"):
+        make_cell(method={"contrastive": False}, finetune={"start": "ema"})
+    out, _, _ = run_a
+    # A fine-tuning checkpoint holds no key encoder: starting another fine-tuning from it by EMA is refused.
+    engine.run_finetune(_finetune_cell(cell, epochs=0), data, labels, out / engine.CHECKPOINT, tmp_path / "ft")
+    with pytest.raises(UserError, match="holds no momentum encoder"):
+        engine.run_finetune(_finetune_cell(cell, epochs=0, start="ema"), data, labels,
+                            tmp_path / "ft" / engine.CHECKPOINT, tmp_path / "again")
+    assert not (tmp_path / "again" / engine.CHECKPOINT).exists()
+
+
 @pytest.mark.parametrize("method, message", [
     ({"semi_supervised": "forward"}, "warmup_set 'all'"),
     ({"semi_supervised": "fixmatch", "lof": False, "confidence_set": False}, "nothing outside G"),

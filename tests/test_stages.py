@@ -100,3 +100,6 @@ def test_the_switch_set_tag_names_the_papers_row_and_each_variant_turned_on(tmp_
     robust = _context(tmp_path, {"dataset": "digits"}, {"kind": "sym", "rate": 0.5},
                       method={"classification_loss": "gce"})
     assert switch_set(robust.cell) == "MTaDCS (full) (classification_loss=gce, gce_q=0.7)"
+    averaged = _context(tmp_path, {"dataset": "digits"}, {"kind": "sym", "rate": 0.5},
+                        finetune={"epochs": 0, "start": "ema"})
+    assert switch_set(averaged.cell) == "MTaDCS (full) (finetune_start=ema)"

@@ -425,7 +425,9 @@ def run_finetune(cell: CellConfig, data: Dataset, labels: TrainingLabels, train_
     trainer = Trainer(cell, data, labels, lr=f.lr, momentum=f.momentum, weight_decay=f.weight_decay,
                       key_encoder=False)
     if not _resume_point(trainer, out_dir, "finetune", fingerprint):
-        trainer.load(Path(train_checkpoint), weights_only_model=True)
+        state = trainer.load(Path(train_checkpoint), weights_only_model=True)
+        if f.start == "ema":
+            _start_from_momentum_encoder(trainer, state, train_checkpoint)
         trainer.begin_phase()
     weak = augment.weak_view(data.image_size, data.mean, data.std)
     with Progress(show_bar(cell.runtime) and distributed.is_main(), f"{cell.name} fine-tune", f.epochs, trainer.epoch) as progress:
@@ -437,6 +439,15 @@ def run_finetune(cell: CellConfig, data: Dataset, labels: TrainingLabels, train_
             _finish_epoch(trainer, record, out_dir / CHECKPOINT, fingerprint, progress, on_epoch)
     _save_if_untrained(trainer, out_dir / CHECKPOINT, "finetune", fingerprint, f.epochs)  # 0 epochs: the train result
     return trainer
+
+
+def _start_from_momentum_encoder(trainer: Trainer, state: dict, source: str | Path) -> None:
+    """finetune.start 'ema': the student takes the momentum encoder's weights (BN statistics
+    included, which momentum_update copies from the student)."""
+    if state.get("key_model") is None:
+        raise UserError(f"{source}: holds no momentum encoder, which finetune.start 'ema' starts from; "
+                        "rerun the MTaDCS epochs with method.contrastive true, or set finetune.start 'student'")
+    trainer.model.load_state_dict(state["key_model"])
 
 
 @dataclass(frozen=True)
