@@ -307,7 +307,8 @@ ADDED_FIELDS = {("method", "removal_max_prob"): 1.0, ("method", "self_seed_per_c
                 ("method", "logit_adjustment"): "none", ("method", "self_seed_keep"): False,
                 ("method", "classification_loss"): "ce", ("method", "gce_q"): 0.7,
                 ("method", "agreement"): "prediction", ("method", "posterior_min"): 0.9,
-                ("method", "loss_weights"): "none", ("method", "outside_g_draws"): "none"}
+                ("method", "loss_weights"): "none", ("method", "outside_g_draws"): "none",
+                ("finetune", "start"): "student"}
 
 # Fields that say how a cell runs, not what it computes: left out of config_id. The value is the
 # one every record made while they were still in the id was hashed with (the extraction batch:
