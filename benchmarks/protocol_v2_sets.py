@@ -170,6 +170,7 @@ BEST_SEED3 = {**BEST_V5, "runtime": {"seed": 3}}
 # test image short of +3): its spread over seeds beside CE's seed cells above. The target is still
 # read on the record (seed 0) whatever these give.
 BEST_V8_SEEDS = {f"mtadcs-best-v8-seed{n}": {**BEST_V8, "runtime": {"seed": n}} for n in (1, 2, 3)}
+BEST_V10_SEEDS = {f"mtadcs-best-v10-seed{n}": {**BEST_V10, "runtime": {"seed": n}} for n in (1, 2, 3)}
 METHODS = {"ce": CE, "mtadcs-paper": PAPER, "mtadcs-best": BEST, "mtadcs-best-v1": BEST_V1, "mtadcs-best-v2": BEST_V2,
            "mtadcs-best-v3": BEST_V3, "mtadcs-best-v4": BEST_V4, "mtadcs-seedless": SEEDLESS,
            "mtadcs-seedless-p05": SEEDLESS_P05,
@@ -179,7 +180,7 @@ METHODS = {"ce": CE, "mtadcs-paper": PAPER, "mtadcs-best": BEST, "mtadcs-best-v1
            "mtadcs-best-v8": BEST_V8, "mtadcs-best-v10": BEST_V10,
            "ce-seed2": CE_SEED2, "mtadcs-best-seed2": BEST_SEED2, "ce-seed3": CE_SEED3,
            "mtadcs-best-seed3": BEST_SEED3, "mtadcs-seedless-v4": SEEDLESS_V4, "mtadcs-seedless-v5": SEEDLESS_V5,
-           **BEST_V8_SEEDS}
+           **BEST_V8_SEEDS, **BEST_V10_SEEDS}
 # The cells of the benchmark: the method issue's three methods at three settings, the seedless
 # set beside CE at sym 10 % (do no harm), sym 50 % and asym 40 %, CE and the best set with another seed,
 # the posterior set's own cells, and the oracle-G diagnosis at asym 40 % and at sym 50 % (there the
@@ -193,7 +194,7 @@ CELLS = [*[(m, s) for s in ("sym50", "sym80", "asym40") for m in ("ce", "mtadcs-
          *[(m, "asym40") for m in ("ce-seed2", "mtadcs-best-seed2", "ce-seed3", "mtadcs-best-seed3")],
          ("mtadcs-seedless-v4", "sym50"), *[("mtadcs-seedless-v5", s) for s in ("sym50", "sym10", "asym40")],
          *[("mtadcs-best-v8", s) for s in ("asym40", "sym50", "sym80")], *[(m, "asym40") for m in BEST_V8_SEEDS],
-         *[("mtadcs-best-v10", s) for s in ("asym40", "sym50", "sym80")]]
+         *[("mtadcs-best-v10", s) for s in ("asym40", "sym50", "sym80")], *[(m, "asym40") for m in BEST_V10_SEEDS]]
 
 # Candidate switch sets tried by `tune` (each merged over BASE), scored on the validation split.
 TRIALS = {
